@@ -109,10 +109,12 @@ class LoadedModel:
                 inputs = [self.codec.parse_value(t) for t in inputs.split()]
             return self.codec.to_tokens([inputs])
         if not isinstance(inputs, str):
-            raise InputError(f"model {self.name!r} takes a text prompt, got {type(inputs).__name__}")
+            raise InputError(
+                f"model {self.name!r} takes a text prompt, got {type(inputs).__name__}"
+            )
         if not inputs.strip():
             raise InputError("empty prompt: type some text")
-        tokens = self.model.to_tokens(inputs, prepend_bos=True)
+        tokens = self.model.to_tokens(inputs, prepend_bos=True, truncate=False)
         if tokens.shape[-1] > self.cfg.n_ctx:
             raise InputError(
                 f"prompt is {tokens.shape[-1]} tokens; {self.name} takes at most {self.cfg.n_ctx}"
@@ -150,7 +152,9 @@ class LoadedModel:
             InputError: for a task-vocabulary model, an empty prompt or one past the context.
         """
         if self.codec is not None:
-            raise InputError(f"generate() needs a text model; {self.name!r} is {self.kind}: use predict()")
+            raise InputError(
+                f"generate() needs a text model; {self.name!r} is {self.kind}: use predict()"
+            )
         tokens = self.to_tokens(prompt)
         eos = getattr(self.tokenizer, "eos_token_id", None)
         for _ in range(max_new_tokens):
