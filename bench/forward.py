@@ -93,6 +93,19 @@ def load(random_weights: bool, device: str):
     return hf.to(device), tokenizer, source
 
 
+def ways_to_run(hf, hooked, bridge, tokens, one_hook: str) -> dict[str, Callable[[], object]]:
+    """The calls compared: the plain HF forward first (the reference)."""
+    return {
+        "hf_forward": lambda: hf(tokens, use_cache=False).logits,
+        "hooked_forward": lambda: hooked(tokens),
+        "hooked_run_with_cache_all": lambda: hooked.run_with_cache(tokens),
+        "hooked_run_with_cache_one": lambda: hooked.run_with_cache(tokens, names_filter=one_hook),
+        "bridge_forward": lambda: bridge(tokens),
+        "bridge_run_with_cache_all": lambda: bridge.run_with_cache(tokens),
+        "bridge_run_with_cache_one": lambda: bridge.run_with_cache(tokens, names_filter=one_hook),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 256, 1024])
@@ -114,19 +127,7 @@ def main() -> None:
     results: dict[str, dict[str, dict[str, float]]] = {}
     for length in args.lengths:
         tokens = torch.randint(100, 40000, (1, length), device=args.device)
-        runs = {
-            "hf_forward": lambda: hf(tokens, use_cache=False).logits,
-            "hooked_forward": lambda: hooked(tokens),
-            "hooked_run_with_cache_all": lambda: hooked.run_with_cache(tokens),
-            "hooked_run_with_cache_one": lambda: hooked.run_with_cache(
-                tokens, names_filter=one_hook
-            ),
-            "bridge_forward": lambda: bridge(tokens),
-            "bridge_run_with_cache_all": lambda: bridge.run_with_cache(tokens),
-            "bridge_run_with_cache_one": lambda: bridge.run_with_cache(
-                tokens, names_filter=one_hook
-            ),
-        }
+        runs = ways_to_run(hf, hooked, bridge, tokens, one_hook)
         row = {name: measure(fn, args.repeats, args.device) for name, fn in runs.items()}
         ref = row["hf_forward"]
         for stats in row.values():

@@ -38,3 +38,25 @@ class UnsupportedProgramError(CompileError):
         super().__init__(
             f"cannot compile the program; {len(self.problems)} unsupported expression(s):\n{lines}"
         )
+
+
+class RaspParseError(RaspError):
+    """A program typed as text uses syntax or a construct outside the allowed subset.
+
+    Attributes:
+        line: 1-based line of the offending construct (``None`` when not known).
+        column: 1-based column of it (``None`` when not known).
+        construct: what was found (``"attribute access '.__class__'"``, ``"import statement"``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+        construct: str | None = None,
+    ) -> None:
+        self.line, self.column, self.construct = line, column, construct
+        where = f"line {line}, column {column}: " if line is not None else ""
+        super().__init__(where + message)
