@@ -18,6 +18,7 @@ from rasp.errors import (
     CompileError,
     EvaluationError,
     RaspError,
+    RaspParseError,
     RaspTypeError,
     UnsupportedProgramError,
 )
@@ -45,9 +46,12 @@ from rasp.language import (
     tokens,
 )
 from rasp.library import LIBRARY, LibraryProgram
+from rasp.parser import PROGRAM_EXAMPLES, parse_program
+from rasp.sizes import library_size_table
 
 __all__ = [
     "LIBRARY",
+    "PROGRAM_EXAMPLES",
     "Aggregate",
     "Comparison",
     "CompileError",
@@ -60,6 +64,7 @@ __all__ = [
     "Map",
     "RASPExpr",
     "RaspError",
+    "RaspParseError",
     "RaspTypeError",
     "SOp",
     "Select",
@@ -76,6 +81,8 @@ __all__ = [
     "indices",
     "length",
     "library",
+    "library_size_table",
     "numerical",
+    "parse_program",
     "tokens",
 ]
