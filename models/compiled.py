@@ -107,6 +107,7 @@ def wrap_compiled(
         codec=codec,
         output_decoder=make_decoder(compiled),
         head_roles=dict(compiled.head_roles),
+        residual_labels=list(compiled.residual_labels),
     )
 
 

@@ -56,6 +56,8 @@ class LoadedModel:
         tokenizer: the Hugging Face tokenizer of pretrained models, else ``None``.
         output_decoder: turns logits into output values (task-vocabulary models only).
         head_roles: ``{"L0H1": "what it computes"}`` where roles are known by construction.
+        residual_labels: one label per residual dimension where known by construction
+            (compiled models: ``"tokens:3"``, ``"length"``), else ``None``.
 
     Example:
         >>> lm = load_model("task:sort")             # doctest: +SKIP
@@ -71,6 +73,7 @@ class LoadedModel:
     tokenizer: Any | None = None
     output_decoder: OutputDecoder | None = None
     head_roles: dict[str, str] | None = None
+    residual_labels: list[str] | None = None
 
     # -- the analysis protocol -------------------------------------------------------------
     @property

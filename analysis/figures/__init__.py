@@ -5,7 +5,12 @@ from analysis.figures.attention import (
     head_scores_figure,
     layer_grid_figure,
 )
-from analysis.figures.lens import kl_by_layer_figure, lens_curve_figure, lens_grid_figure
+from analysis.figures.lens import (
+    kl_by_layer_figure,
+    lens_curve_figure,
+    lens_grid_figure,
+    residual_figure,
+)
 
 __all__ = [
     "attention_pattern_figure",
@@ -14,4 +19,5 @@ __all__ = [
     "layer_grid_figure",
     "lens_curve_figure",
     "lens_grid_figure",
+    "residual_figure",
 ]

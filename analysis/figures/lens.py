@@ -9,8 +9,9 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 from analysis.errors import OptionError
-from analysis.figures.style import SEQUENTIAL, base_layout, position_labels
+from analysis.figures.style import DIVERGING, SEQUENTIAL, base_layout, position_labels
 from analysis.lens import LensResult
+from analysis.residual import ResidualResult
 
 GridColour = Literal["target_prob", "top1_prob", "entropy", "kl_to_final"]
 
@@ -103,3 +104,22 @@ def kl_by_layer_figure(curves: dict[str, Tensor], layer_labels: list[str]) -> go
 def _short(token: str, width: int = 6) -> str:
     token = token.replace("\n", "⏎")
     return token if len(token) <= width else token[: width - 1] + "…"
+
+
+def residual_figure(result: ResidualResult, layer: int) -> go.Figure:
+    """One layer's residual stream: dimensions (labelled) x positions, zero rows dropped."""
+    values = result.resid[layer].T  # d_model x pos
+    keep = values.abs().amax(-1) > 1e-6
+    rows = [label for label, k in zip(result.dim_labels, keep.tolist()) if k] or result.dim_labels
+    drawn = values[keep] if keep.any() else values
+    fig = go.Figure(
+        go.Heatmap(z=drawn.tolist(), x=position_labels(result.tokens), y=rows, colorscale=DIVERGING,
+                   zmid=0, hovertemplate="%{y} at %{x}: %{z:.3f}<extra></extra>")
+    )  # fmt: skip
+    fig.update_xaxes(type="category", title="position")
+    fig.update_yaxes(type="category", autorange="reversed")
+    return base_layout(
+        fig,
+        f"residual stream entering {result.layer_labels[layer]}",
+        max(320, 14 * len(rows) + 120),
+    )
