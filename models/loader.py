@@ -135,7 +135,7 @@ def train_and_save_task(task_name: str, folder: Path | None = None, **overrides:
     from models.training import evaluate_task_model, train_task_model
 
     task = get_task(task_name)
-    config = task.default_train_config
+    config = task.train_config
     if overrides:
         from dataclasses import replace
 

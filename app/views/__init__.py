@@ -38,4 +38,7 @@ class PageEntry:
 #: reports) are added here.
 PAGES: tuple[PageEntry, ...] = (
     PageEntry("home", "Home", ":material/home:", section="Model", default=True),
+    PageEntry("attention", "Attention", ":material/grid_on:", section="Explore"),
+    PageEntry("lens", "Logit lens", ":material/layers:", section="Explore"),
+    PageEntry("rasp", "RASP compiler", ":material/code:", section="Build"),
 )
