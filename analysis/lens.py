@@ -116,6 +116,9 @@ def resolve_target(model: Any, target: str) -> int:
     if len(ids) != 1:
         pieces = output_labels(model, ids)
         raise OptionError(f"target {target!r} is {len(ids)} tokens {pieces}; give a single token")
+    unknown = getattr(getattr(inner, "tokenizer", None), "unk_token_id", None)
+    if unknown is not None and ids[0] == unknown:
+        raise OptionError(f"target {target!r} is not in the vocabulary (it maps to the unknown token)")
     return ids[0]
 
 

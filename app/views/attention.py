@@ -59,7 +59,7 @@ def render(model: LoadedModel) -> None:
             on_select="rerun",
             selection_mode="points",
             key=f"attn.heatmap.{key}.{score}",
-            use_container_width=True,
+            width="stretch",
         )
         top = ", ".join(f"{label} ({value:.2f})" for label, value in scores.top(score, 5))
         st.caption(f"Top heads: {top}")
@@ -82,10 +82,10 @@ def render(model: LoadedModel) -> None:
                 )
                 window = (start, end) if end > start else None
             st.plotly_chart(attention_pattern_figure(result, int(layer), int(head), window=window),
-                            use_container_width=True)  # fmt: skip
+                            width="stretch")  # fmt: skip
             role = (model.head_roles or {}).get(f"L{layer}H{head}")
             if role:
                 st.info(f"Compiled role of L{layer}H{head}: {role}", icon=":material/construction:")
         else:
-            st.plotly_chart(layer_grid_figure(result, int(layer)), use_container_width=True)
-        st.dataframe(result.to_frame(), hide_index=True, use_container_width=True)
+            st.plotly_chart(layer_grid_figure(result, int(layer)), width="stretch")
+        st.dataframe(result.to_frame(), hide_index=True, width="stretch")

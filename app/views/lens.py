@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis.errors import OptionError
 from analysis.figures import lens_curve_figure, lens_grid_figure
 from analysis.lens import LensResult, run_logit_lens
 from app.views.inputs import model_key, prompt_input
@@ -41,17 +42,21 @@ def render(model: LoadedModel) -> None:
     )
     k = int(c3.number_input("Top-k", 1, 50, value=10, key="lens.k"))
     frozen = inputs if isinstance(inputs, str) else tuple(inputs)
-    result = cached_logit_lens(model, key, frozen, target or None, k)
+    try:
+        result = cached_logit_lens(model, key, frozen, target or None, k)
+    except OptionError as exc:
+        if not target:
+            raise
+        st.error(f"{exc}; showing the lens without a target.")
+        result = cached_logit_lens(model, key, frozen, None, k)
     colour = COLOURS[colour_label]
     if colour == "target_prob" and result.target is None:
         st.warning("Give a target token to colour by its probability; showing top-1 probability.")
         colour = "top1_prob"
-    st.plotly_chart(lens_grid_figure(result, colour), use_container_width=True)
+    st.plotly_chart(lens_grid_figure(result, colour), width="stretch")
     position = st.slider("Position for the curves", 0, len(result.tokens) - 1, len(result.tokens) - 1,
                          key=f"lens.position.{key}")  # fmt: skip
-    st.plotly_chart(
-        lens_curve_figure({"logit lens": result}, position=position), use_container_width=True
-    )
+    st.plotly_chart(lens_curve_figure({"logit lens": result}, position=position), width="stretch")
     if result.target is not None:
         entered = result.first_layer_in_top(result.target, 5, position)
         st.metric(
@@ -59,4 +64,4 @@ def render(model: LoadedModel) -> None:
             entered or "never",
         )
     with st.expander("Table"):
-        st.dataframe(result.to_frame(), hide_index=True, use_container_width=True)
+        st.dataframe(result.to_frame(), hide_index=True, width="stretch")

@@ -67,7 +67,7 @@ def render(model: LoadedModel) -> None:
     got = program_model.predict(sequence)
     agree = all(_same(a, b) for a, b in zip(expected, got))
     st.dataframe({"input": [str(v) for v in sequence], "interpreter": [str(v) for v in expected],
-                  "compiled model": [_fmt(v) for v in got]}, use_container_width=True)  # fmt: skip
+                  "compiled model": [_fmt(v) for v in got]}, width="stretch")  # fmt: skip
     (st.success if agree else st.error)("compiled model agrees with the interpreter" if agree
                                         else "compiled model DISAGREES with the interpreter")  # fmt: skip
 
@@ -79,20 +79,20 @@ def render(model: LoadedModel) -> None:
         col.metric(label, value)
     st.subheader("Head roles (by construction)")
     st.dataframe([{"component": k, "computes": v} for k, v in (program_model.head_roles or {}).items()],
-                 hide_index=True, use_container_width=True)  # fmt: skip
+                 hide_index=True, width="stretch")  # fmt: skip
     tab_resid, tab_attn = st.tabs(["Residual stream", "Attention"])
     with tab_resid:
         residual = run_residual(program_model, sequence)
         layer = st.select_slider("Layer", options=list(range(len(residual.layer_labels))),
                                  format_func=lambda i: residual.layer_labels[i], value=len(residual.layer_labels) - 1,
                                  key=f"rasp.layer.{source}")  # fmt: skip
-        st.plotly_chart(residual_figure(residual, layer), use_container_width=True)
+        st.plotly_chart(residual_figure(residual, layer), width="stretch")
     with tab_attn:
         attn_layer = st.number_input(
             "Attention layer", 0, card.n_layers - 1, value=0, key=f"rasp.attn.{source}"
         )
         attention = run_attention(program_model, sequence, layers=[int(attn_layer)])
-        st.plotly_chart(layer_grid_figure(attention, int(attn_layer)), use_container_width=True)
+        st.plotly_chart(layer_grid_figure(attention, int(attn_layer)), width="stretch")
         if choice in LIBRARY:
             st.caption(
                 f"Open `rasp:{choice}` from the sidebar to use every other page on this model."
