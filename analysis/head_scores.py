@@ -20,7 +20,7 @@ from torch import Tensor
 
 from analysis.errors import OptionError
 from analysis.hooks import attn_pattern, head_label, require_hooks
-from analysis.protocol import model_name
+from analysis.protocol import hooked_module, model_name
 
 SCORE_NAMES = ("previous_token", "duplicate_token", "induction", "sink")
 
@@ -94,7 +94,7 @@ def repeated_random_tokens(model: Any, options: HeadScoreOptions) -> tuple[Tenso
 
 def _bos_id(model: Any) -> int:
     tokenizer = getattr(model, "tokenizer", None) or getattr(
-        getattr(model, "model", model), "tokenizer", None
+        hooked_module(model), "tokenizer", None
     )
     bos = getattr(tokenizer, "bos_token_id", None)
     return int(bos) if bos is not None else 0
@@ -121,7 +121,7 @@ def run_head_scores(model: Any, options: HeadScoreOptions | None = None) -> Head
     tokens, half = repeated_random_tokens(model, options)
     names = [attn_pattern(layer) for layer in range(model.cfg.n_layers)]
     require_hooks(model, names)
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     _, cache = inner.run_with_cache(tokens, names_filter=lambda name: name in names)
     patterns = torch.stack([cache[name].float() for name in names])  # layer batch head q k
     second = torch.arange(half + 1, 2 * half + 1)  # query positions of the second copy

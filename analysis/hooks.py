@@ -49,7 +49,8 @@ def attn_out(layer: int) -> str:
 
 def hook_names(model: Any) -> list[str]:
     """Every hook name the model has."""
-    return sorted(model.model.hook_dict if hasattr(model, "model") else model.hook_dict)
+    inner = model if hasattr(model, "hook_dict") else model.model
+    return sorted(inner.hook_dict)
 
 
 def require_hooks(model: Any, names: Iterable[str]) -> None:

@@ -18,7 +18,15 @@ from torch import Tensor
 
 from analysis.errors import OptionError
 from analysis.hooks import require_hooks, resid_post, resid_pre
-from analysis.protocol import Inputs, input_labels, model_name, output_labels, tokens_of, unembed
+from analysis.protocol import (
+    Inputs,
+    hooked_module,
+    input_labels,
+    model_name,
+    output_labels,
+    tokens_of,
+    unembed,
+)
 
 #: Maps (row index, residual ``[pos, d_model]``) to the residual the unembedding should read.
 Translator = Callable[[int, Tensor], Tensor]
@@ -111,14 +119,16 @@ def resolve_target(model: Any, target: str) -> int:
                 f"target {target!r} is not an output of this model; valid: {', '.join(labels)}"
             )
         return labels.index(target.strip())
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     ids = inner.to_tokens(target, prepend_bos=False)[0].tolist()
     if len(ids) != 1:
         pieces = output_labels(model, ids)
         raise OptionError(f"target {target!r} is {len(ids)} tokens {pieces}; give a single token")
     unknown = getattr(getattr(inner, "tokenizer", None), "unk_token_id", None)
     if unknown is not None and ids[0] == unknown:
-        raise OptionError(f"target {target!r} is not in the vocabulary (it maps to the unknown token)")
+        raise OptionError(
+            f"target {target!r} is not in the vocabulary (it maps to the unknown token)"
+        )
     return ids[0]
 
 

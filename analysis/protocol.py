@@ -27,6 +27,13 @@ class HookedModel(Protocol):
 Inputs = str | Sequence[Hashable] | torch.Tensor
 
 
+def hooked_module(model: Any) -> Any:
+    """The TransformerLens model itself: a ``LoadedModel``'s ``.model``, or ``model`` when it
+    already is one (a ``TransformerBridge`` has a ``.model`` of its own: the HF module).
+    """
+    return model if hasattr(model, "hook_dict") else model.model
+
+
 def tokens_of(model: Any, inputs: Inputs) -> torch.Tensor:
     """A ``[1, pos]`` id tensor: prompts and task sequences go through ``model.to_tokens``."""
     if isinstance(inputs, torch.Tensor):
@@ -40,7 +47,7 @@ def input_labels(model: Any, tokens: torch.Tensor) -> list[str]:
     codec = getattr(model, "codec", None)
     if codec is not None:
         return [str(codec.vocab[i]) for i in ids]
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     return list(inner.to_str_tokens(torch.tensor(ids)))
 
 
@@ -49,13 +56,13 @@ def output_labels(model: Any, ids: Sequence[int]) -> list[str]:
     codec = getattr(model, "codec", None)
     if codec is not None and codec.output_vocab is not None:
         return [str(codec.output_vocab[i]) for i in ids]
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     return list(inner.to_str_tokens(torch.tensor(list(ids), dtype=torch.long)))
 
 
 def unembed(model: Any, resid: torch.Tensor) -> torch.Tensor:
     """Logits from a residual stream: the model's final norm, then its unembedding."""
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     norm = getattr(inner, "ln_final", None)  # absent when normalization_type is None
     return inner.unembed(norm(resid) if norm is not None else resid)
 

@@ -117,3 +117,12 @@ def test_long_prompt_is_pooled_for_drawing_not_in_data(tmp_path: Path, monkeypat
     monkeypatch.setattr(style, "MAX_DRAWN_SIDE", 50)
     fig = attention_pattern_figure(result, 0, 0)
     assert len(fig.data[0].x) == 41 and "max-pooled" in fig.layout.title.text
+
+
+def test_analyses_accept_the_bare_transformerlens_model(llama):
+    # A TransformerBridge has a `.model` of its own (the HF module): it must not be unwrapped.
+    tokens = llama.to_tokens("w1 w2 w3")
+    bare = run_logit_lens(llama.model, tokens, k=3)
+    wrapped = run_logit_lens(llama, tokens, k=3)
+    assert torch.equal(bare.top_ids, wrapped.top_ids)
+    assert run_attention(llama.model, tokens, layers=[0]).patterns.shape == (1, 4, 4, 4)
