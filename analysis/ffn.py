@@ -22,7 +22,14 @@ from torch import Tensor
 
 from analysis.errors import OptionError
 from analysis.hooks import check_layers, mlp_out, mlp_post, require_hooks
-from analysis.protocol import Inputs, input_labels, model_name, output_labels, tokens_of
+from analysis.protocol import (
+    Inputs,
+    hooked_module,
+    input_labels,
+    model_name,
+    output_labels,
+    tokens_of,
+)
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class FfnUpdatesResult:
 
 def mlp_out_bias(model: Any, layer: int, d_model: int) -> Tensor:
     """The MLP's output bias at ``layer`` (zeros for bias-free MLPs such as Llama's)."""
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     b_out = getattr(inner.blocks[layer].mlp, "b_out", None)
     if b_out is None:
         return torch.zeros(d_model)
@@ -148,9 +155,11 @@ def run_ffn_updates(
     tokens = tokens_of(model, inputs)
     n_pos = tokens.shape[-1]
     if not -n_pos <= position < n_pos:
-        raise OptionError(f"position {position} is out of range; this input has positions 0..{n_pos - 1}")
+        raise OptionError(
+            f"position {position} is out of range; this input has positions 0..{n_pos - 1}"
+        )
     pos = position % n_pos
-    inner = getattr(model, "model", model)
+    inner = hooked_module(model)
     logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
     m = cache[names[0]][0, pos].float()
     out = cache[names[1]][0, pos].float().cpu()
