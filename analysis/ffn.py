@@ -29,6 +29,7 @@ from analysis.protocol import (
     model_name,
     output_labels,
     tokens_of,
+    unembed,
 )
 
 
@@ -172,7 +173,7 @@ def run_ffn_updates(
     vectors = w_out[idx]
     updates = m[idx, None] * vectors
     dtype = next(inner.parameters()).dtype
-    projected = inner.unembed(inner.ln_final(updates.to(dtype))).float()  # [k, vocab]
+    projected = unembed(model, updates.to(dtype)).float()  # [k, vocab]
     k_tok = min(k_tokens, projected.shape[-1])
     promoted = projected.topk(k_tok, dim=-1)
     suppressed = (-projected).topk(k_tok, dim=-1)

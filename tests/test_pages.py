@@ -74,3 +74,18 @@ def test_rasp_page_library_and_typed_programs():
     assert any("agrees" in s.value for s in at.success), [e.value for e in at.error]
     at.text_area[0].set_value("x = __import__('os')").run()
     assert any("__import__" in e.value for e in at.error)
+
+
+def test_lens_page_fits_saves_and_reuses_a_tuned_lens(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    at = run_page("lens", "rasp:reverse")
+    at.radio(key="lens.method").set_value("tuned").run()
+    assert any("No tuned lens" in i.value for i in at.info)
+    at.button(key="lens.fit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Fitted on" in s.value for s in at.success)
+    assert list((tmp_path / "lenses").iterdir()), "the fitted lens was not saved"
+    again = run_page("lens", "rasp:reverse")
+    again.radio(key="lens.method").set_value("tuned").run()
+    assert not any("No tuned lens" in i.value for i in again.info)  # loaded from the cache
+    assert not again.exception and not again.error
