@@ -199,6 +199,8 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     for key, value in d.items():
         if isinstance(value, (int, float, str, bool)) or value is None:
             out[key] = value
+        elif isinstance(value, dict):
+            out[key] = {str(k): v for k, v in _jsonable(value).items()}
         elif isinstance(value, (list, tuple)):
             out[key] = [v if isinstance(v, (int, float, str, bool)) else str(v) for v in value]
         else:
