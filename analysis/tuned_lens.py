@@ -238,6 +238,17 @@ def _token_rows(model: Any, texts: Sequence[Inputs], max_seq_len: int) -> Iterat
             yield ids
 
 
+def _equal_length_chunks(rows: Iterator[Tensor], batch_size: int) -> Iterator[list[Tensor]]:
+    """Group token rows into batches of one length each (flushing the rest at the end)."""
+    waiting: dict[int, list[Tensor]] = {}
+    for row in rows:
+        group = waiting.setdefault(int(row.shape[0]), [])
+        group.append(row)
+        if len(group) == batch_size:
+            yield waiting.pop(int(row.shape[0]))
+    yield from waiting.values()
+
+
 def _stream(
     model: Any, texts: Sequence[Inputs], *, max_tokens: int, max_seq_len: int, batch_size: int,
     cycle: bool = False,
@@ -245,33 +256,26 @@ def _stream(
     """Batches of residuals at the non-BOS positions of the first ``max_tokens`` tokens of texts.
 
     With ``cycle`` the same ``max_tokens`` are read again and again (the caller stops). Only the
-    lens hooks are cached, one batch at a time. Rows are right-padded by repeating their last
-    token: in a causal model padding after a position cannot change it, and padded positions
-    are dropped. Position 0 is dropped too: it is the same BOS token in every text, and its
-    residual (an attention sink with an outlier norm in many models) would dominate least squares.
+    lens hooks are cached, one batch at a time. A batch holds rows of one length, so nothing is
+    padded: padding would change every position of a bidirectional model. Position 0 is
+    dropped: it is the same BOS token in every text, and its residual (an attention sink with
+    an outlier norm in many models) would dominate least squares.
     """
     names = lens_hooks(model.cfg.n_layers)
     require_hooks(model, names)
     while True:
         budget = max_tokens
-        rows = _token_rows(model, texts, max_seq_len)
-        while budget > 0:
-            chunk = [r for _, r in zip(range(batch_size), rows)]
-            if not chunk:
+        for chunk in _equal_length_chunks(_token_rows(model, texts, max_seq_len), batch_size):
+            if budget <= 0:
                 break
-            lengths = [int(r.shape[0]) for r in chunk]
-            width = max(lengths)
-            tokens = torch.stack([torch.cat([r, r[-1:].expand(width - r.shape[0])]) for r in chunk])
-            mask = torch.zeros(len(chunk), width, dtype=torch.bool)
-            for i, n in enumerate(lengths):
-                mask[i, 1:n] = True
-            flat = mask.flatten().nonzero().squeeze(-1)[:budget]
+            tokens = torch.stack(chunk)
+            take = min(budget, tokens.shape[0] * (tokens.shape[1] - 1))
             with torch.no_grad():
                 _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-            acts = [cache[name].flatten(0, 1)[flat].float() for name in names]
+            acts = [cache[name][:, 1:].flatten(0, 1)[:take].float() for name in names]
             del cache
-            budget -= int(flat.numel())
-            yield _Batch(acts[:-1], acts[-1], int(flat.numel()))
+            budget -= take
+            yield _Batch(acts[:-1], acts[-1], take)
         if not cycle or budget == max_tokens:
             return
 

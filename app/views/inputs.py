@@ -20,7 +20,7 @@ def default_input(model: LoadedModel) -> str:
         return DEFAULT_PROMPT
     values = list(model.codec.input_values)
     n = model.codec.max_len
-    return " ".join(str(values[(3 * i + 1) % len(values)]) for i in range(n))
+    return " ".join(str(values[(5 * i + 2) % len(values)]) for i in range(n))
 
 
 def prompt_input(model: LoadedModel, *, key: str) -> str | list:

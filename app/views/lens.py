@@ -73,9 +73,15 @@ def fit_and_store(model: LoadedModel) -> TunedLens:
     def progress(stage: str, done: int, total: int) -> None:
         bar.progress(min(done / max(total, 1), 1.0), text=f"{stage}: {done}/{total}")
 
-    budget = FIT_TOKENS["pretrained" if model.codec is None else "other"]
-    lens, report = fit_tuned_lens(model, lens_training_inputs(model),
-                                  options=TunedLensOptions(method="ols", max_tokens=budget), progress=progress)  # fmt: skip
+    if model.codec is None:  # closed-form OLS: one pass, no backward through the 49k unembedding
+        options = TunedLensOptions(method="ols", max_tokens=FIT_TOKENS["pretrained"])
+    else:  # small models: train on KL from the identity (OLS is not KL-optimal at early layers)
+        options = TunedLensOptions(
+            method="kl", init="identity", max_tokens=FIT_TOKENS["other"], steps=300, lr=1e-2
+        )
+    lens, report = fit_tuned_lens(
+        model, lens_training_inputs(model), options=options, progress=progress
+    )
     save_lens(model, lens)
     bar.empty()
     st.success(f"Fitted on {report.n_tokens:,} tokens in {report.seconds:.1f} s and saved.")
@@ -117,9 +123,7 @@ def render(model: LoadedModel) -> None:
         lens = stored_lens(model)
         if lens is None:
             st.info("No tuned lens is stored for this model yet.", icon=":material/info:")
-            if st.button(
-                "Fit a tuned lens now (least squares, a few thousand tokens)", key="lens.fit"
-            ):
+            if st.button("Fit a tuned lens now (a few thousand tokens)", key="lens.fit"):
                 lens = fit_and_store(model)
         if lens is not None:
             results["tuned lens"] = cached_tuned_lens(model, lens, key, frozen, target or None, k)
