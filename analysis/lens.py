@@ -28,6 +28,9 @@ from analysis.protocol import (
     unembed,
 )
 
+#: Positions unembedded at once: bounds a lens's memory to a few ``[chunk, vocab]`` tensors.
+POSITION_CHUNK = 256
+
 #: Maps (row index, residual ``[pos, d_model]``) to the residual the unembedding should read.
 Translator = Callable[[int, Tensor], Tensor]
 
@@ -144,8 +147,9 @@ def run_lens(
 ) -> LensResult:
     """The lens of every layer on one input; ``translator`` turns the logit lens into another.
 
-    Peak memory is one layer's ``[pos, vocab]`` logits beside the final ones: rows are reduced
-    to top-k, KL, entropy and target statistics as they are computed.
+    Memory stays bounded on long prompts: positions are processed in chunks of
+    ``POSITION_CHUNK``, and each row's ``[chunk, vocab]`` logits are reduced at once to top-k,
+    KL, entropy and target statistics.
     """
     if k < 1:
         raise OptionError(f"k must be at least 1, got {k}")
@@ -155,29 +159,19 @@ def run_lens(
     tokens = tokens_of(model, inputs)
     target_id = resolve_target(model, target) if target is not None else None
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
-    final_logp = unembed(model, cache[names[-1]][0]).float().log_softmax(-1)
-    final_p = final_logp.exp()
-    k = min(k, final_logp.shape[-1])
-    rows: dict[str, list[Tensor]] = {key: [] for key in ("ids", "probs", "kl", "ent", "tp", "tr")}
-    for row, name in enumerate(names):
-        resid = cache[name][0]
-        if translator is not None and row < n_layers:
-            resid = translator(row, resid)
-        logp = (
-            final_logp
-            if row == n_layers and translator is None
-            else unembed(model, resid).float().log_softmax(-1)
-        )
-        probs = logp.exp()
-        top = probs.topk(k, dim=-1)
-        rows["ids"].append(top.indices)
-        rows["probs"].append(top.values)
-        rows["kl"].append((final_p * (final_logp - logp)).sum(-1).clamp_min(0))
-        rows["ent"].append(-(probs * logp).sum(-1))
-        if target_id is not None:
-            rows["tp"].append(probs[:, target_id])
-            rows["tr"].append((logp > logp[:, target_id : target_id + 1]).sum(-1))
-    top_ids = torch.stack(rows["ids"]).cpu()
+    residuals = [cache[name][0] for name in names]
+    del cache
+    if translator is not None:
+        residuals[:n_layers] = [
+            translator(row, resid) for row, resid in enumerate(residuals[:n_layers])
+        ]
+    n_pos = residuals[0].shape[0]
+    parts: list[dict[str, Tensor]] = [
+        _reduce_rows(model, [r[start : start + POSITION_CHUNK] for r in residuals], k, target_id)
+        for start in range(0, n_pos, POSITION_CHUNK)
+    ]
+    rows = {key: torch.cat([part[key] for part in parts], dim=1) for key in parts[0]}
+    top_ids = rows["ids"].cpu()
     vocab_labels = _labels_for(model, top_ids)
     return LensResult(
         model_name=model_name(model),
@@ -185,16 +179,41 @@ def run_lens(
         tokens=input_labels(model, tokens),
         layer_labels=[f"L{layer} in" for layer in range(n_layers)] + ["final"],
         top_ids=top_ids,
-        top_probs=torch.stack(rows["probs"]).cpu(),
+        top_probs=rows["probs"].cpu(),
         top_tokens=[
             [[vocab_labels[i] for i in pos] for pos in layer] for layer in top_ids.tolist()
         ],
-        kl_to_final=torch.stack(rows["kl"]).cpu(),
-        entropy=torch.stack(rows["ent"]).cpu(),
+        kl_to_final=rows["kl"].cpu(),
+        entropy=rows["ent"].cpu(),
         target=None if target_id is None else output_labels(model, [target_id])[0],
-        target_prob=torch.stack(rows["tp"]).cpu() if target_id is not None else None,
-        target_rank=torch.stack(rows["tr"]).cpu() if target_id is not None else None,
+        target_prob=rows["tp"].cpu() if target_id is not None else None,
+        target_rank=rows["tr"].cpu() if target_id is not None else None,
     )
+
+
+def _reduce_rows(
+    model: Any, residuals: list[Tensor], k: int, target_id: int | None
+) -> dict[str, Tensor]:
+    """Top-k, KL to the last row, entropy and target stats of every row, for one position chunk."""
+    final_logp = unembed(model, residuals[-1]).float().log_softmax(-1)
+    final_p = final_logp.exp()
+    neg_final_entropy = (final_p * final_logp).sum(-1)
+    k = min(k, final_logp.shape[-1])
+    out: dict[str, list[Tensor]] = {key: [] for key in ("ids", "probs", "kl", "ent", "tp", "tr")}
+    for row, resid in enumerate(residuals):
+        last = row == len(residuals) - 1
+        logp = final_logp if last else unembed(model, resid).float().log_softmax(-1)
+        top = logp.topk(k, dim=-1)
+        out["ids"].append(top.indices)
+        out["probs"].append(top.values.exp())
+        # KL(final || lens) = sum p_f log p_f - sum p_f log p_lens, without a [pos, vocab] temporary.
+        kl = neg_final_entropy - (final_p * logp).sum(-1)
+        out["kl"].append(torch.zeros_like(kl) if last else kl.clamp_min(0))
+        out["ent"].append(-(logp.exp() * logp).sum(-1))
+        if target_id is not None:
+            out["tp"].append(logp[:, target_id].exp())
+            out["tr"].append((logp > logp[:, target_id : target_id + 1]).sum(-1))
+    return {key: torch.stack(values) for key, values in out.items() if values}
 
 
 def run_logit_lens(

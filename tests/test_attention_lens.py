@@ -126,3 +126,16 @@ def test_analyses_accept_the_bare_transformerlens_model(llama):
     wrapped = run_logit_lens(llama, tokens, k=3)
     assert torch.equal(bare.top_ids, wrapped.top_ids)
     assert run_attention(llama.model, tokens, layers=[0]).patterns.shape == (1, 4, 4, 4)
+
+
+def test_lens_in_position_chunks_equals_one_pass(llama, monkeypatch):
+    import analysis.lens as lens_module
+
+    prompt = "w1 w5 w9 w2 w7 w3 w3 w8"
+    whole = run_logit_lens(llama, prompt, target="w3", k=4)
+    monkeypatch.setattr(lens_module, "POSITION_CHUNK", 3)
+    chunked = run_logit_lens(llama, prompt, target="w3", k=4)
+    assert torch.equal(whole.top_ids, chunked.top_ids)
+    for name in ("top_probs", "kl_to_final", "entropy", "target_prob"):
+        assert torch.allclose(getattr(whole, name), getattr(chunked, name), atol=1e-6), name
+    assert torch.equal(whole.target_rank, chunked.target_rank)
