@@ -86,7 +86,18 @@ def repeated_random_tokens(model: Any, options: HeadScoreOptions) -> tuple[Tenso
     codec = getattr(model, "codec", None)
     low = 1 if codec is not None else min(options.min_token_id, cfg.d_vocab - 1)
     generator = torch.Generator().manual_seed(options.seed)
-    half_ids = torch.randint(low, cfg.d_vocab, (options.n_sequences, half), generator=generator)
+    n_ids = cfg.d_vocab - low
+    if half <= n_ids:
+        # Distinct tokens within a half: with a small vocabulary, repeats inside the half make
+        # "the token after the earlier copy" ambiguous and would understate induction.
+        half_ids = torch.stack(
+            [
+                torch.randperm(n_ids, generator=generator)[:half] + low
+                for _ in range(options.n_sequences)
+            ]
+        )
+    else:
+        half_ids = torch.randint(low, cfg.d_vocab, (options.n_sequences, half), generator=generator)
     bos_id = 0 if codec is not None else _bos_id(model)
     bos = torch.full((options.n_sequences, 1), bos_id, dtype=torch.long)
     return torch.cat([bos, half_ids, half_ids], dim=1), half
