@@ -6,6 +6,8 @@ is never used. Set ``MECHSCOPE_SCREENSHOT_DIR`` to keep the screenshots.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import socket
@@ -66,11 +68,12 @@ def _wait_for_health(url: str, server: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"streamlit did not answer on {url} in {SERVER_START_TIMEOUT}s")
 
 
-@pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def serve(tmp_path: Path, model: str) -> Iterator[str]:
+    """``streamlit run`` on a free loopback port with ``model`` preselected; always stopped."""
     port = _free_port()
-    log = tmp_path / "streamlit.log"
-    env = dict(os.environ, MECHSCOPE_DEFAULT_MODEL="task:sort", PYTHONUNBUFFERED="1")
+    log = tmp_path / f"streamlit-{port}.log"
+    env = dict(os.environ, MECHSCOPE_DEFAULT_MODEL=model, PYTHONUNBUFFERED="1")
     command = [
         sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
         "--server.address", "127.0.0.1", "--server.port", str(port),
@@ -93,10 +96,36 @@ def server_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    with serve(tmp_path, "task:sort") as url:
+        yield url
+
+
+@pytest.fixture
+def rasp_server_url(tmp_path: Path) -> Iterator[str]:
+    with serve(tmp_path, "rasp:reverse") as url:
+        yield url
+
+
+@pytest.fixture
 def screenshot_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("MECHSCOPE_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _wait_until_drawn(page, settle: float = 2.0, limit: float = 120.0) -> None:
+    """Wait until the app stops running and the number of drawn charts stays the same."""
+    deadline = time.monotonic() + limit
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        running = page.locator("[data-testid='stStatusWidget']").count() > 0
+        count = page.locator(".js-plotly-plot").count()
+        if running or count != last:
+            last, stable_since = count, time.monotonic()
+        elif time.monotonic() - stable_since > settle:
+            return
+        time.sleep(0.25)
 
 
 def _assert_no_failure(page) -> None:
@@ -138,5 +167,45 @@ def test_home_page_shows_the_card_and_predicts(server_url: str, screenshot_dir: 
             sync_api.expect(alert).to_contain_text("'banana'", timeout=60_000)
             assert main.locator("[data-testid='stException']").count() == 0
             page.screenshot(path=str(screenshot_dir / "home-error.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_every_analysis_page_draws_and_head_redraw_is_timed(
+    rasp_server_url: str, screenshot_dir: Path
+) -> None:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            for name in ("attention", "lens", "rasp"):
+                page.goto(f"{rasp_server_url}/{name}")
+                main = page.locator("[data-testid='stMain']")
+                main.locator(".js-plotly-plot").first.wait_for()
+                _wait_until_drawn(page)
+                _assert_no_failure(page)
+                page.screenshot(path=str(screenshot_dir / f"{name}.png"), full_page=True)
+
+            # Redraw time after choosing another head (results cached: only drawing is timed).
+            page.goto(f"{rasp_server_url}/attention")
+            main = page.locator("[data-testid='stMain']")
+            main.get_by_text("L0H0 attention").first.wait_for()
+            layer_box = main.get_by_label("Layer", exact=True)
+            layer_box.fill("3")
+            layer_box.press("Enter")
+            main.get_by_text("L3H0 attention").first.wait_for()
+            timings = []
+            for layer in (0, 3, 0, 3):
+                start = time.perf_counter()
+                layer_box.fill(str(layer))
+                layer_box.press("Enter")
+                main.get_by_text(f"L{layer}H0 attention").first.wait_for()
+                timings.append(time.perf_counter() - start)
+            _assert_no_failure(page)
+            (screenshot_dir / "redraw.json").write_text(
+                json.dumps({"head_redraw_seconds": timings})
+            )
+            assert max(timings) < 30, timings
         finally:
             browser.close()
