@@ -39,6 +39,6 @@ class PageEntry:
 PAGES: tuple[PageEntry, ...] = (
     PageEntry("home", "Home", ":material/home:", section="Model", default=True),
     PageEntry("attention", "Attention", ":material/grid_on:", section="Explore"),
-    PageEntry("lens", "Logit lens", ":material/layers:", section="Explore"),
+    PageEntry("lens", "Lenses", ":material/layers:", section="Explore"),
     PageEntry("rasp", "RASP compiler", ":material/code:", section="Build"),
 )
