@@ -113,6 +113,8 @@ def _run_models(args: argparse.Namespace) -> int:
 def _run_app(args: argparse.Namespace) -> int:
     script = Path(__file__).with_name("main.py")
     env = dict(os.environ, MECHSCOPE_DEFAULT_MODEL=args.model)
+    if args.threads:
+        env["MECHSCOPE_THREADS"] = str(args.threads)
     command = [
         sys.executable, "-m", "streamlit", "run", str(script),
         "--server.address", args.address, "--server.port", str(args.port),

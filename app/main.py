@@ -7,6 +7,7 @@ listed in ``app.views.PAGES`` and runs inside the error boundary.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,19 @@ def _run_navigation(model: LoadedModel | None) -> None:
     st.navigation(sections).run()
 
 
+def _apply_thread_setting() -> None:
+    """Use ``MECHSCOPE_THREADS`` torch threads when set (``mechscope app --threads N``).
+
+    With another busy process on the machine, fewer threads can be much faster than torch's
+    default, so the count is a deliberate setting rather than a guess.
+    """
+    threads = os.environ.get("MECHSCOPE_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
 def main() -> None:
     """Draw the sidebar, load the model and run the selected page."""
     st.set_page_config(
@@ -56,6 +70,7 @@ def main() -> None:
         layout="wide",
         initial_sidebar_state="expanded",
     )
+    _apply_thread_setting()
     choice = None
     with error_boundary("reading the model picker"):
         choice = model_picker()
