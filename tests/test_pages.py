@@ -89,3 +89,54 @@ def test_lens_page_fits_saves_and_reuses_a_tuned_lens(monkeypatch, tmp_path):
     again.radio(key="lens.method").set_value("tuned").run()
     assert not any("No tuned lens" in i.value for i in again.info)  # loaded from the cache
     assert not again.exception and not again.error
+
+
+# -- head gating ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["rasp:reverse", "task:sort"])
+def test_head_gating_page_renders_without_errors(spec):
+    at = run_page("head_gating", spec)
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert at.button(key="chg.run").label == "Run CHG"
+    assert any("Run CHG" in i.value for i in at.info)  # nothing fitted yet
+
+
+def test_head_gating_run_finds_the_compiled_reverse_heads():
+    """reverse is built from L0H0 (length) and L3H0 (the reversing head): both facilitating."""
+    at = run_page("head_gating", "rasp:reverse")
+    model = "rasp:reverse"
+    at.number_input(key=f"chg.opt.{model}.steps").set_value(60)
+    at.number_input(key=f"chg.data.{model}.n").set_value(80)
+    at.button(key="chg.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) >= 4  # class map, score map, loss curves, ablation check
+    table = at.dataframe[0].value
+    facilitating = set(table.loc[table["class"] == "facilitating", "label"])
+    assert facilitating == {"L0H0", "L3H0"}, table[["label", "class", "facilitation"]]
+    check = at.dataframe[1].value.set_index("class")
+    assert check.loc["facilitating", "delta_loss"] > 0.3
+    assert abs(check.loc["irrelevant", "delta_loss"]) < 1e-4
+    # a rerun (another widget touched) keeps the stored result
+    at.selectbox(key="chg.score").set_value("interference").run()
+    assert not at.exception and len(at.dataframe) == 2
+    assert set(at.dataframe[0].value.query("`class` == 'facilitating'")["label"]) == facilitating
+
+
+def test_head_gating_zero_samples_is_an_error_message():
+    at = run_page("head_gating", "rasp:reverse")
+    at.number_input(key="chg.data.rasp:reverse.n").set_value(0)
+    at.button(key="chg.run").click().run()
+    assert not at.exception
+    assert any("sample count must be at least 1, got 0" in e.value for e in at.error)
+
+
+def test_head_gating_contrastive_mode_runs_on_two_datasets():
+    at = run_page("head_gating", "rasp:reverse")
+    at.toggle(key="chg.contrastive").set_value(True).run()
+    at.number_input(key="chg.opt.rasp:reverse.steps").set_value(20)
+    at.button(key="chg.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("needed for 'B: rasp:reverse samples" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) == 1 and len(at.dataframe[0].value) == 4

@@ -5,6 +5,12 @@ from analysis.figures.attention import (
     head_scores_figure,
     layer_grid_figure,
 )
+from analysis.figures.gating import (
+    ablation_figure,
+    contrastive_map_figure,
+    gating_loss_figure,
+    gating_map_figure,
+)
 from analysis.figures.lens import (
     kl_by_layer_figure,
     lens_curve_figure,
@@ -13,7 +19,11 @@ from analysis.figures.lens import (
 )
 
 __all__ = [
+    "ablation_figure",
     "attention_pattern_figure",
+    "contrastive_map_figure",
+    "gating_loss_figure",
+    "gating_map_figure",
     "head_scores_figure",
     "kl_by_layer_figure",
     "layer_grid_figure",

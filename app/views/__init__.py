@@ -40,5 +40,6 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("home", "Home", ":material/home:", section="Model", default=True),
     PageEntry("attention", "Attention", ":material/grid_on:", section="Explore"),
     PageEntry("lens", "Lenses", ":material/layers:", section="Explore"),
+    PageEntry("head_gating", "Head gating", ":material/tune:", section="Explore"),
     PageEntry("rasp", "RASP compiler", ":material/code:", section="Build"),
 )
