@@ -47,6 +47,9 @@ class HeadGatingOptions:
     Attributes:
         lam: regulariser weight lambda (> 0); G+ uses ``+lam``, G- ``-lam``.
         lr: Adam learning rate on the gate logits.
+        lr_schedule: ``constant`` or ``linear`` (decay to 0 over each stage, an option of the
+            authors' trainer): decay lets a removal stage settle on the edge of a loss cliff
+            instead of oscillating across it.
         grad_clip: gradient-norm clip per seed (``None``: no clipping).
         steps: updates per stage (the paper uses about 500).
         batch_size: rows per update (each repeated once per seed).
@@ -63,6 +66,7 @@ class HeadGatingOptions:
 
     lam: float = 0.1
     lr: float = 1.0
+    lr_schedule: Literal["constant", "linear"] = "constant"
     grad_clip: float | None = 1.0
     steps: int = 200
     batch_size: int = 32
@@ -230,6 +234,8 @@ def fit_stage(
     opt = torch.optim.Adam([logits], lr=options.lr)
     curve = torch.zeros(options.steps, start.shape[0])
     for step in range(options.steps):
+        if options.lr_schedule == "linear":
+            opt.param_groups[0]["lr"] = options.lr * (1 - step / options.steps)
         nll, _ = gated_nll(model, torch.sigmoid(logits), sample())
         loss = (nll - lam * regulariser(logits, options.clamp)).sum()
         (grad,) = torch.autograd.grad(loss, [logits])
