@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from analysis.errors import HookNotFoundError, OptionError
+from analysis.protocol import hooked_module
 
 
 def attn_pattern(layer: int) -> str:
@@ -49,8 +50,7 @@ def attn_out(layer: int) -> str:
 
 def hook_names(model: Any) -> list[str]:
     """Every hook name the model has."""
-    inner = model if hasattr(model, "hook_dict") else model.model
-    return sorted(inner.hook_dict)
+    return sorted(hooked_module(model).hook_dict)
 
 
 def require_hooks(model: Any, names: Iterable[str]) -> None:

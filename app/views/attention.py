@@ -7,7 +7,7 @@ import streamlit as st
 from analysis.attention import AttentionResult, run_attention
 from analysis.figures import attention_pattern_figure, head_scores_figure, layer_grid_figure
 from analysis.head_scores import SCORE_NAMES, HeadScoreOptions, HeadScoresResult, run_head_scores
-from app.views.inputs import model_key, prompt_input
+from app.views.inputs import freeze, model_key, prompt_input, unfreeze
 from models import LoadedModel
 
 
@@ -22,9 +22,7 @@ def cached_head_scores(
 def cached_attention(
     _model: LoadedModel, key: str, inputs: str | tuple, layer: int
 ) -> AttentionResult:
-    return run_attention(
-        _model, inputs if isinstance(inputs, str) else list(inputs), layers=[layer]
-    )
+    return run_attention(_model, unfreeze(inputs), layers=[layer])
 
 
 def _apply_click(event, layer_key: str, head_key: str) -> None:
@@ -71,7 +69,7 @@ def render(model: LoadedModel) -> None:
         layer = c1.number_input("Layer", 0, cfg.n_layers - 1, key=layer_key)
         head = c2.number_input("Head", 0, cfg.n_heads - 1, key=head_key)
         view = c3.radio("View", ["One head", "Whole layer"], horizontal=True, key="attn.view")
-        frozen = inputs if isinstance(inputs, str) else tuple(inputs)
+        frozen = freeze(inputs)
         result = cached_attention(model, key, frozen, int(layer))
         if view == "One head":
             n = len(result.tokens)

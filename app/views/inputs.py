@@ -41,3 +41,13 @@ def prompt_input(model: LoadedModel, *, key: str) -> str | list:
     if model.codec is None:
         return text
     return [model.codec.parse_value(t) for t in text.split()]
+
+
+def freeze(inputs: str | list) -> str | tuple:
+    """A hashable form of page inputs, for ``st.cache_data`` keys."""
+    return inputs if isinstance(inputs, str) else tuple(inputs)
+
+
+def unfreeze(inputs: str | tuple) -> str | list:
+    """Back from ``freeze``: what the analysis backends take."""
+    return inputs if isinstance(inputs, str) else list(inputs)

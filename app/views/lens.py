@@ -13,7 +13,7 @@ from analysis.ffn import FfnUpdatesResult, run_ffn_updates
 from analysis.figures import lens_curve_figure, lens_grid_figure
 from analysis.lens import LensResult, run_logit_lens
 from analysis.tuned_lens import TunedLens, TunedLensOptions, fit_tuned_lens, run_tuned_lens
-from app.views.inputs import model_key, prompt_input
+from app.views.inputs import freeze, model_key, prompt_input, unfreeze
 from models import LoadedModel
 from models.corpus import load_corpus, split_corpus
 from models.lenses import has_lens, load_lens, save_lens
@@ -28,25 +28,21 @@ FIT_TOKENS = {"pretrained": 4_000, "other": 4_000}
 def cached_logit_lens(
     _model: LoadedModel, key: str, inputs: str | tuple, target: str | None, k: int
 ) -> LensResult:
-    return run_logit_lens(_model, _unfreeze(inputs), target=target, k=k)
+    return run_logit_lens(_model, unfreeze(inputs), target=target, k=k)
 
 
 @st.cache_data(show_spinner="Running the tuned lens…", max_entries=32)
 def cached_tuned_lens(
     _model: LoadedModel, _lens: TunedLens, key: str, inputs: str | tuple, target: str | None, k: int
 ) -> LensResult:
-    return run_tuned_lens(_model, _lens, _unfreeze(inputs), target=target, k=k)
+    return run_tuned_lens(_model, _lens, unfreeze(inputs), target=target, k=k)
 
 
 @st.cache_data(show_spinner="Decomposing the MLP output…", max_entries=32)
 def cached_ffn(
     _model: LoadedModel, key: str, inputs: str | tuple, layer: int, position: int
 ) -> FfnUpdatesResult:
-    return run_ffn_updates(_model, _unfreeze(inputs), layer=layer, position=position)
-
-
-def _unfreeze(inputs: str | tuple) -> str | list:
-    return inputs if isinstance(inputs, str) else list(inputs)
+    return run_ffn_updates(_model, unfreeze(inputs), layer=layer, position=position)
 
 
 def lens_training_inputs(model: LoadedModel) -> list:
@@ -108,7 +104,7 @@ def render(model: LoadedModel) -> None:
     )
     k = int(c3.number_input("Top-k", 1, 50, value=10, key="lens.k"))
     method = c4.radio("Lens", ["logit", "tuned"], horizontal=True, key="lens.method")
-    frozen = inputs if isinstance(inputs, str) else tuple(inputs)
+    frozen = freeze(inputs)
     try:
         logit = cached_logit_lens(model, key, frozen, target or None, k)
     except OptionError as exc:

@@ -14,10 +14,15 @@ from rasp import LIBRARY, PROGRAM_EXAMPLES, evaluate, parse_program
 TYPED = "(type a program)"
 
 
+def program_of(source: str):
+    """The library program named ``source``, or the typed program text parsed safely."""
+    return LIBRARY[source].build() if source in LIBRARY else parse_program(source)
+
+
 @st.cache_resource(show_spinner="Compiling…", max_entries=16)
 def compiled_model(source: str, vocab: tuple, max_seq_len: int) -> LoadedModel:
     """Compile a library program (``source`` = its name) or typed program text (cached)."""
-    program = LIBRARY[source].build() if source in LIBRARY else parse_program(source)
+    program = program_of(source)
     name = source if source in LIBRARY else "typed"
     return load_compiled(program, list(vocab), max_seq_len, name=name)
 
@@ -54,7 +59,7 @@ def render(model: LoadedModel) -> None:
         st.markdown(f"**{choice}**: {entry.description}")
         source, vocab, max_len = choice, entry.vocab, entry.max_seq_len
     program_model = compiled_model(source, tuple(vocab), max_len)
-    program = LIBRARY[source].build() if source in LIBRARY else parse_program(source)
+    program = program_of(source)
 
     default = (
         " ".join(map(str, LIBRARY[choice].example[0]))
