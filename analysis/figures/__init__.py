@@ -17,6 +17,7 @@ from analysis.figures.lens import (
     lens_grid_figure,
     residual_figure,
 )
+from analysis.figures.probes import lens_accuracy_figure, linear_probe_figure
 
 __all__ = [
     "ablation_figure",
@@ -27,7 +28,9 @@ __all__ = [
     "head_scores_figure",
     "kl_by_layer_figure",
     "layer_grid_figure",
+    "lens_accuracy_figure",
     "lens_curve_figure",
     "lens_grid_figure",
+    "linear_probe_figure",
     "residual_figure",
 ]
