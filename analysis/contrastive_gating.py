@@ -127,8 +127,10 @@ def fit_contrastive_head_gates(
     check_data(model, forget_data)
     start_time = time.perf_counter()
     gen = torch.Generator().manual_seed(options.seed)
-    keep_sample = BatchSampler(keep_data, options.batch_size, gen)
-    forget_sample = BatchSampler(forget_data, options.batch_size, gen)
+    per_seed = options.batches == "per_seed"
+    draws = options.n_seeds if per_seed else 1
+    keep_sample = BatchSampler(keep_data, options.batch_size, gen, draws=draws)
+    forget_sample = BatchSampler(forget_data, options.batch_size, gen, draws=draws)
     keep0, _ = evaluate_gates(model, keep_data, None, max_rows=options.eval_rows)
     forget0, _ = evaluate_gates(model, forget_data, None, max_rows=options.eval_rows)
     logits = initial_logits(model, options, gen).requires_grad_(True)
@@ -137,9 +139,9 @@ def fit_contrastive_head_gates(
               "forget": torch.zeros(options.steps, options.n_seeds)}  # fmt: skip
     for step in range(options.steps):
         gates = torch.sigmoid(logits)
-        keep_nll, _ = gated_nll(model, gates, keep_sample())
-        forget_nll, _ = gated_nll(model, gates, forget_sample())
-        forget_term = (forget_nll - forget0[0]).clamp(max=max_diff)
+        keep_nll, _ = gated_nll(model, gates, keep_sample(), per_seed=per_seed)
+        forget_nll, _ = gated_nll(model, gates, forget_sample(), per_seed=per_seed)
+        forget_term = (forget_nll - float(forget0[0])).clamp(max=max_diff)
         loss = (keep_nll - forget_term - options.lam * regulariser(logits, options.clamp)).sum()
         (grad,) = torch.autograd.grad(loss, [logits])
         logits.grad = clip_per_seed(grad, options.grad_clip)
@@ -148,7 +150,7 @@ def fit_contrastive_head_gates(
         curves["forget"][step] = forget_nll.detach()
         if progress is not None:
             progress("contrastive", step + 1, options.steps)
-    gates = torch.sigmoid(logits.detach())
+    gates = torch.sigmoid(logits.detach()).cpu()
     mean = gates.mean(dim=0)
     keep1, _ = evaluate_gates(model, keep_data, mean[None], max_rows=options.eval_rows)
     forget1, _ = evaluate_gates(model, forget_data, mean[None], max_rows=options.eval_rows)

@@ -1,7 +1,9 @@
 """The machinery under head gating: gate hooks on ``hook_z``, the gated loss, batch sampling.
 
-Several gate sets ("seeds") are evaluated in one forward pass by repeating the batch, seed
-major: row ``s * b + i`` is row ``i`` of the batch under gate set ``s``.
+Several gate sets ("seeds") are evaluated in one forward pass, seed major: row ``s * b + i``
+is row ``i`` of gate set ``s``'s batch. A batch is either shared (one ``[b, pos]`` batch
+repeated for every gate set, as the authors do) or per seed (``[seeds * b, pos]``, a different
+draw for each gate set). Gates and batches live on the model's device.
 """
 
 from __future__ import annotations
@@ -69,33 +71,51 @@ def gate_hooks(gates: Float[Tensor, "seed layer head"], rows: int) -> list[tuple
     return [(attn_z(layer), make(layer)) for layer in range(gates.shape[1])]
 
 
+def model_device(model: Any) -> torch.device:
+    """The device of the model's weights (gates and batches are moved there)."""
+    for param in hooked_module(model).parameters():
+        return param.device
+    return torch.device("cpu")
+
+
 def gated_nll(
-    model: Any, gates: Tensor | None, batch: Batch
+    model: Any, gates: Tensor | None, batch: Batch, *, per_seed: bool = False
 ) -> tuple[Float[Tensor, " seed"], Float[Tensor, " seed"]]:
     """Mean loss on the supervised positions of ``batch`` under each gate set, and accuracy.
 
     The loss is the unsaturated ``-log_softmax(logits)[target]`` from raw logits (squared
     error for numerical targets, whose accuracy is NaN). ``gates=None`` runs the model ungated.
+    With ``per_seed`` the batch holds ``seeds * b`` rows, gate set ``s`` seeing rows
+    ``s * b .. s * b + b - 1``; otherwise one batch is repeated for every gate set. Results
+    stay on the model's device.
     """
-    tokens, targets, mask, numerical = batch
     inner = hooked_module(model)
+    device = model_device(model)
+    tokens, targets, mask, numerical = (
+        None if t is None else t.to(device, non_blocking=True) for t in batch
+    )
     n_sets = 1 if gates is None else gates.shape[0]
-    rows = tokens.shape[0]
+    rows = tokens.shape[0] // n_sets if per_seed else tokens.shape[0]
     if gates is None:
         logits = inner(tokens)
     else:
+        gates = gates.to(device)
         with inner.hooks(fwd_hooks=gate_hooks(gates, rows)):
-            logits = inner(tokens.repeat(n_sets, 1))
+            logits = inner(tokens if per_seed else tokens.repeat(n_sets, 1))
     logits = logits.float().reshape(n_sets, rows, *logits.shape[1:])
-    weight = mask.float()
-    count = weight.sum().clamp(min=1)
+
+    def by_set(t: Tensor) -> Tensor:
+        return t.reshape(n_sets, rows, *t.shape[1:]) if per_seed else t.expand(n_sets, *t.shape)
+
+    weight = by_set(mask.float())
+    count = weight.sum(dim=(1, 2)).clamp(min=1)
     if numerical is not None:
-        err = (logits[..., 0] - numerical) ** 2
+        err = (logits[..., 0] - by_set(numerical)) ** 2
         loss = (err * weight).sum(dim=(1, 2)) / count
         return loss, torch.full_like(loss, float("nan"))
-    safe = targets.clamp(min=0)
+    safe = by_set(targets.clamp(min=0))
     logp = torch.log_softmax(logits, dim=-1)
-    picked = logp.gather(-1, safe.expand(n_sets, -1, -1).unsqueeze(-1)).squeeze(-1)
+    picked = logp.gather(-1, safe.unsqueeze(-1)).squeeze(-1)
     loss = -(picked * weight).sum(dim=(1, 2)) / count
     correct = (logits.argmax(-1) == safe).float()
     return loss, (correct * weight).sum(dim=(1, 2)) / count
@@ -130,27 +150,37 @@ def evaluate_gates(
         if n == 0:
             continue
         loss, acc = gated_nll(model, gates, batch)
-        total_loss += loss * n
-        total_correct += acc * n
+        total_loss += loss.cpu() * n
+        total_correct += acc.cpu() * n
         total += n
     return total_loss / total, total_correct / total
 
 
 class BatchSampler:
-    """Random batches of ``size`` rows of one length, a length drawn in proportion to its rows."""
+    """Random batches of ``size`` rows of one length, a length drawn in proportion to its rows.
 
-    def __init__(self, data: GatingData, size: int, generator: torch.Generator) -> None:
+    With ``draws > 1`` each call returns ``draws`` independent batches of the same length
+    stacked draw major (``[draws * size, pos]``): one batch per gate set.
+    """
+
+    def __init__(
+        self, data: GatingData, size: int, generator: torch.Generator, draws: int = 1
+    ) -> None:
         self.data = data
         self.size = size
         self.gen = generator
+        self.draws = draws
         self.groups = list(data.length_groups().items())
         self.weights = torch.tensor([float(len(rows)) for _, rows in self.groups])
 
     def __call__(self) -> Batch:
         pick = int(torch.multinomial(self.weights, 1, generator=self.gen))
         length, rows = self.groups[pick]
-        order = torch.randperm(len(rows), generator=self.gen)[: self.size]
-        return self.data.rows(rows[order], length)
+        size = min(self.size, len(rows))
+        picks = [
+            rows[torch.randperm(len(rows), generator=self.gen)[:size]] for _ in range(self.draws)
+        ]
+        return self.data.rows(torch.cat(picks), length)
 
 
 def clip_per_seed(grad: Tensor, max_norm: float | None) -> Tensor:

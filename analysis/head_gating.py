@@ -14,7 +14,7 @@ paper calls a head interfering when G+ is low, which is what we do.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import pandas as pd
@@ -23,6 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from analysis.errors import OptionError
+from analysis.gating_cliffs import revert_cliffs
 from analysis.gating_core import (
     BatchSampler,
     Progress,
@@ -30,6 +31,7 @@ from analysis.gating_core import (
     clip_per_seed,
     evaluate_gates,
     gated_nll,
+    model_device,
     regulariser,
 )
 from analysis.gating_data import GatingData
@@ -52,12 +54,19 @@ class HeadGatingOptions:
             instead of oscillating across it.
         grad_clip: gradient-norm clip per seed (``None``: no clipping).
         steps: updates per stage (the paper uses about 500).
-        batch_size: rows per update (each repeated once per seed).
-        n_seeds: gate sets fitted in parallel by repeating the batch.
+        batch_size: rows per update and seed.
+        n_seeds: gate sets fitted in parallel in one forward pass.
+        batches: ``per_seed`` (each seed draws its own batches: seeds differ by data order as
+            well as by initialisation, so ``open`` seeds give a real spread) or ``shared`` (one
+            batch repeated for every seed, as the authors: seeds differ only by their
+            initial gates, and ``open`` seeds are then identical).
         init: ``open`` (every logit ``+clamp``, robust on non-smooth models) or ``uniform``
             (gates drawn from U(0, 1), as the authors).
         clamp: logits are clamped to ``[-clamp, clamp]`` in the regulariser.
         threshold: gate value separating "kept" from "removed" in the classes.
+        cliff_check: put back gates that a stage moved (by more than 0.1) when that lowers
+            the stage objective on all the data (``analysis.gating_cliffs``; for non-smooth
+            models such as compiled ones). ``None``: on for models with at most 64 heads.
         seed_tolerance: a seed whose lambda=0 loss exceeds the ungated loss by more than this
             (relative, plus 0.01 absolute) landed in a local optimum and is left out of means.
         eval_rows: most rows in one evaluation forward pass.
@@ -71,9 +80,11 @@ class HeadGatingOptions:
     steps: int = 200
     batch_size: int = 32
     n_seeds: int = 4
+    batches: Literal["per_seed", "shared"] = "per_seed"
     init: Literal["open", "uniform"] = "open"
     clamp: float = 4.0
     threshold: float = 0.5
+    cliff_check: bool | None = None
     seed_tolerance: float = 0.05
     eval_rows: int = 64
     seed: int = 0
@@ -87,6 +98,8 @@ class HeadGatingOptions:
             raise OptionError(f"lam must be >= 0 (the stages set its sign), got {self.lam}")
         if self.lr <= 0 or self.clamp <= 0:
             raise OptionError(f"lr and clamp must be > 0, got lr={self.lr}, clamp={self.clamp}")
+        if self.batches not in ("per_seed", "shared"):
+            raise OptionError(f"batches must be 'per_seed' or 'shared', got {self.batches!r}")
         if self.init not in ("open", "uniform"):
             raise OptionError(f"init must be 'open' or 'uniform', got {self.init!r}")
         if not 0 < self.threshold < 1:
@@ -134,6 +147,7 @@ class HeadGatingResult:
         ungated_loss, ungated_accuracy: the model without gates on all the data.
         warnings: things to know before trusting the classes (pitfalls 1 and 2).
         seconds: wall time of the fit.
+        cliff_reverts: ``{stage: gates put back by the cliff check}`` (empty when it is off).
     """
 
     model_name: str
@@ -150,6 +164,7 @@ class HeadGatingResult:
     options: HeadGatingOptions
     warnings: tuple[str, ...]
     seconds: float
+    cliff_reverts: dict[str, int] = field(default_factory=dict)
 
     def seed_scores(self) -> dict[str, Float[Tensor, "seed layer head"]]:
         """Scores of every seed (valid or not)."""
@@ -208,6 +223,7 @@ class HeadGatingResult:
             "options": asdict(self.options),
             "warnings": list(self.warnings),
             "seconds": self.seconds,
+            "cliff_reverts": dict(self.cliff_reverts),
         }
 
 
@@ -215,8 +231,10 @@ def initial_logits(model: Any, options: HeadGatingOptions, gen: torch.Generator)
     """``[seed, layer, head]`` starting logits (``open``: all ``+clamp``; ``uniform``: U(0,1))."""
     shape = (options.n_seeds, model.cfg.n_layers, model.cfg.n_heads)
     if options.init == "open":
-        return torch.full(shape, float(options.clamp))
-    return torch.logit(torch.rand(shape, generator=gen).clamp(1e-6, 1 - 1e-6))
+        start = torch.full(shape, float(options.clamp))
+    else:
+        start = torch.logit(torch.rand(shape, generator=gen).clamp(1e-6, 1 - 1e-6))
+    return start.to(model_device(model))
 
 
 def fit_stage(
@@ -232,11 +250,12 @@ def fit_stage(
     the ``[step, seed]`` NLL curve."""
     logits = start.clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=options.lr)
-    curve = torch.zeros(options.steps, start.shape[0])
+    curve = torch.zeros(options.steps, start.shape[0], device=start.device)
+    per_seed = options.batches == "per_seed"
     for step in range(options.steps):
         if options.lr_schedule == "linear":
             opt.param_groups[0]["lr"] = options.lr * (1 - step / options.steps)
-        nll, _ = gated_nll(model, torch.sigmoid(logits), sample())
+        nll, _ = gated_nll(model, torch.sigmoid(logits), sample(), per_seed=per_seed)
         loss = (nll - lam * regulariser(logits, options.clamp)).sum()
         (grad,) = torch.autograd.grad(loss, [logits])
         logits.grad = clip_per_seed(grad, options.grad_clip)
@@ -244,7 +263,7 @@ def fit_stage(
         curve[step] = nll.detach()
         if progress is not None:
             progress(stage, step + 1, options.steps)
-    return logits.detach(), curve
+    return logits.detach(), curve.cpu()
 
 
 def fit_head_gates(
@@ -278,17 +297,26 @@ def fit_head_gates(
     check_data(model, data)
     start_time = time.perf_counter()
     gen = torch.Generator().manual_seed(options.seed)
-    sample = BatchSampler(data, options.batch_size, gen)
+    draws = options.n_seeds if options.batches == "per_seed" else 1
+    sample = BatchSampler(data, options.batch_size, gen, draws=draws)
     ungated_loss, ungated_acc = evaluate_gates(model, data, None, max_rows=options.eval_rows)
     base, curve0 = fit_stage(
         model, initial_logits(model, options, gen), 0.0, sample, options, "none", progress
     )
     plus, curve_p = fit_stage(model, base, options.lam, sample, options, "g_plus", progress)
     minus, curve_m = fit_stage(model, base, -options.lam, sample, options, "g_minus", progress)
+    n_heads = model.cfg.n_layers * model.cfg.n_heads
+    reverts: dict[str, int] = {}
+    if options.cliff_check or (options.cliff_check is None and n_heads <= 64):
+        kw = {"clamp": options.clamp, "max_rows": options.eval_rows, "progress": progress}
+        plus, reverts["g_plus"] = revert_cliffs(model, data, base, plus, options.lam, **kw)
+        minus, reverts["g_minus"] = revert_cliffs(model, data, base, minus, -options.lam, **kw)
     seed_losses, _ = evaluate_gates(model, data, torch.sigmoid(base), max_rows=options.eval_rows)
     if progress is not None:
         progress("evaluate", 1, 1)
-    gates = {k: torch.sigmoid(v) for k, v in (("none", base), ("g_plus", plus), ("g_minus", minus))}
+    gates = {
+        k: torch.sigmoid(v).cpu() for k, v in (("none", base), ("g_plus", plus), ("g_minus", minus))
+    }
     limit = float(ungated_loss[0]) * (1 + options.seed_tolerance) + 0.01
     valid = seed_losses <= limit
     warnings = []
@@ -329,4 +357,5 @@ def fit_head_gates(
         options=options,
         warnings=tuple(warnings),
         seconds=time.perf_counter() - start_time,
+        cliff_reverts=reverts,
     )

@@ -33,10 +33,10 @@ from models import LoadedModel
 from models.corpus import load_corpus, split_corpus
 
 SCORES = ("facilitation", "interference", "irrelevance")
-#: Fit defaults per model family: compiled/task models need the small lr without clipping
-#: (tests/test_head_gating.py); text models use the authors' lr 1.0 + clip 1.0 and few steps.
+#: Fit defaults per model family: the authors' lr 1.0 + clip 1.0 everywhere (compiled models
+#: rely on the cliff check, on by default up to 64 heads); text models get few steps on a CPU.
 DEFAULTS = {
-    "codec": dict(steps=80, seeds=2, lam=0.1, lr=0.1, clip=0.0, samples=100, batch=32),
+    "codec": dict(steps=80, seeds=2, lam=0.1, lr=1.0, clip=1.0, samples=100, batch=32),
     "text": dict(steps=10, seeds=2, lam=0.1, lr=1.0, clip=1.0, samples=12, batch=8),
 }
 
@@ -232,12 +232,20 @@ def options_input(model: LoadedModel) -> HeadGatingOptions:
         clip = e2.number_input("Gradient clip (0: none)", 0.0, 100.0, d["clip"], key=f"{k}.clip")
         threshold = e3.slider("Class threshold", 0.05, 0.95, 0.5, key=f"{k}.threshold")
         seed = e4.number_input("Random seed", 0, 10_000, 0, key=f"{k}.seed")
-        init = st.radio("Initial gates", ["open", "uniform"], horizontal=True, key=f"{k}.init",
+        r1, r2, r3 = st.columns(3)
+        init = r1.radio("Initial gates", ["open", "uniform"], horizontal=True, key=f"{k}.init",
                         help="open: every gate starts near 1; uniform: U(0, 1), as the authors")  # fmt: skip
+        batches = r2.radio("Batches", ["per_seed", "shared"], horizontal=True, key=f"{k}.batches",
+                           help="per_seed: each seed draws its own batches; shared: one batch "
+                           "for all seeds, as the authors")  # fmt: skip
+        cliff = r3.radio("Cliff check", ["auto", "on", "off"], horizontal=True, key=f"{k}.cliff",
+                         help="put back gates a stage slid over a loss cliff when that lowers "
+                         "its objective (auto: on up to 64 heads)")  # fmt: skip
     return HeadGatingOptions(
         lam=float(lam), lr=float(lr), grad_clip=float(clip) or None, steps=int(steps),
         batch_size=int(batch), n_seeds=int(seeds), init=init, threshold=float(threshold),
-        eval_rows=64 if model.codec is not None else 16, seed=int(seed),
+        eval_rows=64 if model.codec is not None else 16, seed=int(seed), batches=batches,
+        cliff_check={"auto": None, "on": True, "off": False}[cliff],
     )  # fmt: skip
 
 
