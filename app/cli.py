@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
             "  mechscope models train sort           train (or retrain) the task:sort model\n"
             "  mechscope models predict task:sort 3 1 2\n"
             "  mechscope app --model smollm2-135m    open the dashboard on SmolLM2-135M\n"
+            "  mechscope report run probes/configs/example.toml   a batch probe report\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     app.add_argument("--port", type=int, default=8501)
     app.add_argument("--address", default="127.0.0.1", help="bind address (default localhost only)")
+    app.add_argument("--reports", default=None, metavar="DIR",
+                     help="report store the Reports page lists (default: $MECHSCOPE_CACHE/reports)")  # fmt: skip
+
+    from app.report_cli import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -69,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "report":
+        from app.report_cli import run_report_command
+
+        return run_report_command(args)
     from models import ModelError
 
     try:
@@ -115,6 +126,8 @@ def _run_app(args: argparse.Namespace) -> int:
     env = dict(os.environ, MECHSCOPE_DEFAULT_MODEL=args.model)
     if args.threads:
         env["MECHSCOPE_THREADS"] = str(args.threads)
+    if args.reports:
+        env["MECHSCOPE_REPORTS"] = str(Path(args.reports).expanduser().resolve())
     command = [
         sys.executable, "-m", "streamlit", "run", str(script),
         "--server.address", args.address, "--server.port", str(args.port),
