@@ -32,7 +32,7 @@ import torch
 
 from analysis.contrastive_gating import fit_contrastive_head_gates
 from analysis.errors import OptionError
-from analysis.gating_ablation import ablation_check, single_head_ablation
+from analysis.gating_ablation import ablation_check, ranked_ablation, single_head_ablation
 from analysis.gating_cliffs import revert_cliffs
 from analysis.gating_core import evaluate_gates
 from analysis.gating_data import from_token_batch, task_data
@@ -215,3 +215,20 @@ def test_bad_input_raises_clear_errors():
     good = from_token_batch(torch.tensor([[0, 1, 2]]), torch.tensor([[-100, 1, 1]]))
     with pytest.raises(OptionError, match="steps"):
         fit_head_gates(lm, good, options=HeadGatingOptions(steps=0))
+
+
+def test_ranked_ablation_follows_the_scores():
+    """The paper's check on reverse + dead branch: facilitation order hurts at once, the
+    irrelevant heads cost nothing until only needed heads are left."""
+    lm, data, _, unused = _program_data("reverse", dead=True, n=100)
+    result = fit_head_gates(lm, data, options=GROUND_TRUTH_OPTIONS)
+    n = lm.cfg.n_layers * lm.cfg.n_heads
+    ranked = ranked_ablation(lm, data, result, counts=list(range(n + 1)))
+    fac = ranked.curve("facilitation").set_index("n_ablated")["delta_logprob"]
+    irr = ranked.curve("irrelevance").set_index("n_ablated")["delta_logprob"]
+    assert fac[0] == 0.0 and irr[0] == 0.0
+    assert fac[1] < -0.3  # the top facilitating head alone breaks the program
+    assert abs(irr[len(unused)]) < 1e-5  # all unused heads removed: nothing changes
+    assert irr[n] < -0.3  # all heads removed
+    seeds = set(ranked.frame["seed"]) - {"mean"}
+    assert seeds == set(range(GROUND_TRUTH_OPTIONS.n_seeds))
