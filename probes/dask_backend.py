@@ -77,7 +77,7 @@ def run_on_dask(
                 pure=False,
             )
             futures[future] = job
-        for future in as_completed(list(futures)):
+        for future in as_completed(list(futures), loop=client.loop):
             job = futures[future]
             try:
                 payload = future.result()

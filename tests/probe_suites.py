@@ -3,6 +3,7 @@ the kill test), and one that raises on one model (failed-cell recording)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,8 @@ def _measure(name: str):
         fig = go.Figure(go.Bar(x=table["position"], y=table["top"]))
         summary = {"double": 2 * options.value, "n_layers": model.cfg.n_layers,
                    "logit_sum": round(float(logits.sum()), 3)}  # fmt: skip
+        if name == "sleepy":  # the kill test checks a local run never imports Dask
+            summary["dask_imported"] = "distributed" in sys.modules
         return SuiteOutput(summary, {"top": table}, {"top": fig})
 
     return measure
