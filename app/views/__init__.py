@@ -42,4 +42,5 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("lens", "Lenses", ":material/layers:", section="Explore"),
     PageEntry("head_gating", "Head gating", ":material/tune:", section="Explore"),
     PageEntry("rasp", "RASP compiler", ":material/code:", section="Build"),
+    PageEntry("reports", "Reports", ":material/summarize:", section="Reports"),
 )
