@@ -87,6 +87,7 @@ def evaluate_sae(
     hook_name: str | None = None,
     targets: Int[Tensor, "seq pos"] | None = None,
     batch_size: int = 8,
+    with_loss: bool = True,
 ) -> SAEMetrics:
     """Reconstruction, sparsity, dead latents and CE loss recovered on ``tokens``.
 
@@ -98,6 +99,8 @@ def evaluate_sae(
         targets: ``[seq, pos]`` output-class ids per position for task models whose outputs
             are not next tokens (``-1``: not scored); ``None``: next-token prediction.
         batch_size: sequences per forward pass.
+        with_loss: also measure the model's loss clean / spliced / zeroed (three full forward
+            passes per batch); ``False`` leaves the ``ce_*`` fields NaN.
 
     Raises:
         HookNotFoundError: a hook the model lacks.
@@ -152,6 +155,8 @@ def evaluate_sae(
         n += x.shape[0]
         l0 += float((f > 0).sum())
         fired += (f > 0).float().sum(0)
+        if not with_loss:
+            continue
         tgt = None if targets is None else targets[start : start + batch_size]
         nll, count = _ce(model(batch), batch, tgt)
         ce["clean"] += nll
@@ -161,8 +166,10 @@ def evaluate_sae(
         with model.hooks(fwd_hooks=[(hook, zero)]):
             ce["zero"] += _ce(model(batch), batch, tgt)[0]
     sst = total_sq - float((sums.pow(2)).sum()) / n
-    n_pred = max(n_pred, 1)
-    clean, spliced, zeroed = (ce[k] / n_pred for k in ("clean", "spliced", "zero"))
+    nan = float("nan")
+    clean, spliced, zeroed = (
+        ce[k] / n_pred if n_pred else nan for k in ("clean", "spliced", "zero")
+    )
     denom = zeroed - clean
     return SAEMetrics(
         model_name=model_name(model), hook_name=hook, n_tokens=n, mse=sse / n,
@@ -171,6 +178,35 @@ def evaluate_sae(
         ce_zero=zeroed, ce_recovered=(zeroed - spliced) / denom if abs(denom) > 1e-9 else float("nan"),
         latent_frequency=fired / n,
     )  # fmt: skip
+
+
+@torch.inference_mode()
+def reconstruction_metrics(
+    sae: SparseAutoencoder, rows: Float[Tensor, "row d_in"], *, batch: int = 4096
+) -> dict[str, float]:
+    """``{mse, fve, l0, dead_fraction, n_tokens}`` of an SAE on stored activation rows.
+
+    The same definitions as ``SAEMetrics`` (without the model's loss).
+    """
+    if rows.ndim != 2 or rows.shape[-1] != sae.cfg.d_in or rows.shape[0] == 0:
+        raise OptionError(f"rows must be [n>0, {sae.cfg.d_in}], got {tuple(rows.shape)}")
+    scale = sae.cfg.activation_scale
+    sse = total_sq = l0 = 0.0
+    sums = torch.zeros(sae.cfg.d_in, dtype=torch.float64)
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    for part in rows.split(batch):
+        x = part.float()
+        f = sae.encode(x)
+        xs = x * scale
+        sse += float((sae.decode_scaled(f) - xs).pow(2).sum())
+        sums += xs.double().sum(0)
+        total_sq += float(xs.double().pow(2).sum())
+        l0 += float((f > 0).sum())
+        fired |= (f > 0).any(0)
+    n = rows.shape[0]
+    sst = total_sq - float(sums.pow(2).sum()) / n
+    return {"mse": sse / n, "fve": 1 - sse / max(sst, 1e-12), "l0": l0 / n,
+            "dead_fraction": float((~fired).float().mean()), "n_tokens": n}  # fmt: skip
 
 
 # -- planted features ------------------------------------------------------------------------------

@@ -140,3 +140,36 @@ def test_head_gating_contrastive_mode_runs_on_two_datasets():
     assert not at.error, [e.value for e in at.error]
     assert any("needed for 'B: rasp:reverse samples" in s.value for s in at.success)
     assert len(at.get("plotly_chart")) == 1 and len(at.dataframe[0].value) == 4
+
+
+# -- SAE pages -------------------------------------------------------------------------------------
+def test_sae_training_page_trains_saves_and_the_browser_reads_it(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    at = run_page("sae_features", "task:sort")
+    assert not at.exception and any("No SAE is cached" in i.value for i in at.info)
+    at = run_page("sae_training", "task:sort")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.number_input(key="sae.train.task:sort.steps").set_value(60)
+    at.number_input(key="sae.train.task:sort.dsae").set_value(64)
+    at.number_input(key="sae.train.task:sort.k").set_value(4)
+    at.number_input(key="sae.train.task:sort.nseq").set_value(300)
+    at.button(key="sae.train.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    fve = next(m for m in at.metric if m.label == "Variance explained")
+    assert float(fve.value) > 0.6
+    assert len(at.get("plotly_chart")) == 1
+    assert list((tmp_path / "saes").rglob("cfg.json")), "the SAE was not saved"
+    browser = run_page("sae_features", "task:sort")
+    assert not browser.exception, [e.value for e in browser.exception]
+    assert not browser.error, [e.value for e in browser.error]
+    assert len(browser.get("plotly_chart")) == 3  # snippets, histogram, logit effects
+
+
+def test_sae_training_page_k_above_d_sae_is_an_error_message(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    at = run_page("sae_training", "task:sort")
+    at.number_input(key="sae.train.task:sort.dsae").set_value(4)
+    at.number_input(key="sae.train.task:sort.k").set_value(8).run()
+    assert not at.exception
+    assert any("k=8 is larger than d_sae=4" in e.value for e in at.error)

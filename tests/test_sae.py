@@ -337,3 +337,34 @@ def test_train_and_evaluate_on_a_tiny_llama_bridge(tmp_path):
     state = train_sae(lm, tokens, hook, SAETrainOptions(d_sae=96, k=8, steps=60, batch_size=64))
     metrics = evaluate_sae(lm, state.sae, tokens[:8])
     assert metrics.n_tokens == 8 * 15 and metrics.l0 <= 8.0 and metrics.fve > 0.5
+
+
+# -- feature dashboard ----------------------------------------------------------------------------
+def test_feature_dashboard_of_a_coordinate_latent(sort_model, sort_tokens):
+    """Latent j of the identity SAE is relu(x_j): its dashboard must match x_j read directly."""
+    from analysis.sae_features import feature_dashboard, run_feature_activations
+
+    hook = resid_post(1)
+    d = sort_model.cfg.d_model
+    sae = identity_sae(d, hook)
+    tokens = sort_tokens[:40]
+    acts = run_feature_activations(sort_model, sae, tokens)
+    x = capture(sort_model, tokens, [hook])[hook][:, 1:]  # [seq, pos-1, d]
+    j = 5
+    dash = feature_dashboard(acts, sort_model, sae, j, n_snippets=4, context=2)
+    assert dash.frequency == pytest.approx(float((x[..., j] > 0).float().mean()), abs=1e-9)
+    assert dash.max_activation == pytest.approx(float(x[..., j].max()), rel=1e-5)
+    top = dash.top_snippets[0]
+    seq, pos = divmod(int(x[..., j].flatten().argmax()), x.shape[1])
+    assert (top.sequence, top.position) == (seq, pos + 1)
+    assert top.tokens[top.peak_index] == str(sort_model.codec.vocab[int(tokens[seq, pos + 1])])
+    assert top.peak == pytest.approx(float(x[seq, pos, j]), rel=1e-5)
+    assert len({s.sequence for s in dash.top_snippets}) == 4  # one snippet per window
+    assert [s.peak for s in dash.top_snippets] == sorted(
+        (s.peak for s in dash.top_snippets), reverse=True
+    )
+    assert int(dash.histogram[0].sum()) == int((x[..., j] > 0).sum())
+    w_u = sort_model.model.W_U.detach()[j]  # the direction is the unit vector e_j
+    best = sort_model.codec.output_vocab[int(w_u.argmax())]
+    assert dash.promoted[0] == (str(best), pytest.approx(float(w_u.max()), rel=1e-5))
+    assert dash.suppressed[0][1] == pytest.approx(float(w_u.min()), rel=1e-5)

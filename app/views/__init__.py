@@ -41,6 +41,8 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("attention", "Attention", ":material/grid_on:", section="Explore"),
     PageEntry("lens", "Lenses", ":material/layers:", section="Explore"),
     PageEntry("head_gating", "Head gating", ":material/tune:", section="Explore"),
+    PageEntry("sae_training", "SAE training", ":material/model_training:", section="SAE"),
+    PageEntry("sae_features", "SAE features", ":material/feature_search:", section="SAE"),
     PageEntry("rasp", "RASP compiler", ":material/code:", section="Build"),
     PageEntry("reports", "Reports", ":material/summarize:", section="Reports"),
 )
