@@ -96,6 +96,7 @@ class ReportRun:
 
     Raises:
         BackendError: an unknown backend, or ``dask`` without a scheduler.
+        StoreError: a ``diff_against`` run that is not in the store.
     """
 
     def __init__(
@@ -118,6 +119,8 @@ class ReportRun:
             )
         self.config = config
         self.store = store or ResultStore()
+        if diff_against is not None:
+            self.store.load_run(diff_against)  # an unknown run fails now, not after the work
         self.backend = backend
         self.scheduler = scheduler
         self.show_progress = show_progress

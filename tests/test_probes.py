@@ -14,7 +14,7 @@ import pytest
 
 import tests.probe_suites as toy
 from app.cli import main
-from probes import ConfigError, ResultStore, parse_config, run_report
+from probes import ConfigError, ResultStore, StoreError, parse_config, run_report
 from probes.hashing import cell_key, fingerprint, weights_hash
 from probes.report import diff_runs
 from probes.suites.linear_probe import arithmetic_statements
@@ -238,6 +238,11 @@ def test_diff_names_what_changed_since_the_previous_run(tmp_path):
     assert toy_changes[0]["metrics"] == [{"name": "double", "old": 6, "new": 10, "delta": 4}]
     html = Path(changed["report"]).read_text(encoding="utf-8")
     assert "options changed: value 3 -&gt; 5" in html and "+4" in html
+    # An explicit run to compare with, and an unknown one (refused before any work).
+    explicit = _run(FAST, store, diff_against=first["run_id"])
+    assert explicit["diff"]["previous_run"] == first["run_id"]
+    with pytest.raises(StoreError, match="no run 'nope'"):
+        _run(FAST, store, diff_against="nope")
     # diff_runs on its own: a model whose weights changed.
     fake = json.loads(json.dumps(same))
     fake["models"]["task:sort"]["weights_sha256"] = "0" * 64
