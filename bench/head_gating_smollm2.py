@@ -225,9 +225,10 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--eval-rows", type=int, default=512)
     ap.add_argument("--heads-per-pass", type=int, default=2)
     ap.add_argument("--datasets", default="text,induction")
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     if args.device == "cpu":
-        torch.set_num_threads(1)
+        torch.set_num_threads(args.threads)
     lm, hf = load(args)
     inner = lm.model if hasattr(lm, "model") else lm
     inner.to(args.device)
