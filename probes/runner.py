@@ -56,9 +56,9 @@ class _Bars:
             return
         if self.inner is None:
             self.inner = self._tqdm(total=total, leave=False, dynamic_ncols=True, position=1)
-        if self.inner.total != total:
-            self.inner.reset(total=total)
-        self.inner.set_description_str(stage, refresh=False)
+        if self.inner.total != total or self.inner.desc != stage:
+            self.inner.reset(total=total)  # a new stage: restart the count and the rate
+            self.inner.set_description_str(stage, refresh=False)
         self.inner.n = done
         self.inner.refresh()
 
