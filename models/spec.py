@@ -71,6 +71,7 @@ def valid_forms() -> str:
     """One sentence listing the model strings that are understood."""
     return (
         "valid: task:<task> (e.g. task:sort), rasp:<program> (e.g. rasp:reverse), "
+        "program:<task> (e.g. program:sort), "
         f"{', '.join(BUILTIN_PRETRAINED)}, a local Hugging Face folder or .gguf file, "
         "or a hub name such as HuggingFaceTB/SmolLM2-135M"
     )

@@ -1,7 +1,8 @@
 """RASP: language, interpreter, library and a compiler to transformer weights.
 
-This package knows nothing of TransformerLens or torch: the compiler returns numpy weights
-named like TransformerLens' state dict (``models.compiled`` turns them into a model).
+This package knows nothing of TransformerLens: the compiler returns numpy weights named like
+TransformerLens' state dict (``models.compiled`` turns them into a model). ``rasp.programs``
+trains Transformer Programs with torch and decompiles them to Python, RASP and weights.
 
 Example:
     >>> from rasp import compile_program, evaluate, library

@@ -60,3 +60,15 @@ class RaspParseError(RaspError):
         self.line, self.column, self.construct = line, column, construct
         where = f"line {line}, column {column}: " if line is not None else ""
         super().__init__(where + message)
+
+
+class ProgramError(RaspError):
+    """Base class of the errors of Transformer Programs (``rasp.programs``)."""
+
+
+class ProgramConfigError(ProgramError, ValueError):
+    """A Transformer Program architecture or fit setting is invalid (names the field and what is valid)."""
+
+
+class ProgramDataError(ProgramError, ValueError):
+    """A task handed to ``fit_program`` cannot be turned into training data."""
