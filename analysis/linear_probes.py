@@ -207,15 +207,20 @@ def collect_activations(
     device = next(iter(inner.parameters())).device
     captured: dict[str, Tensor] = {}
 
-    def keep(act: Tensor, hook: Any) -> None:
-        captured[hook.name] = act[:, position].detach().float().cpu()
+    def keeper(name: str) -> Callable[[Tensor, Any], None]:
+        # Keyed by the name asked for: a TransformerBridge's alias hooks (``hook_resid_pre``)
+        # report their target's name in ``hook.name``.
+        def keep(act: Tensor, hook: Any) -> None:
+            captured[name] = act[:, position].detach().float().cpu()
+
+        return keep
 
     chunks = [
         idx[start : start + batch_size]
         for idx in by_length.values()
         for start in range(0, len(idx), batch_size)
     ]
-    with inner.hooks(fwd_hooks=[(name, keep) for name in names]):
+    with inner.hooks(fwd_hooks=[(name, keeper(name)) for name in names]):
         for done, chunk in enumerate(chunks, start=1):
             captured.clear()
             inner(torch.stack([rows[i] for i in chunk]).to(device))

@@ -104,3 +104,17 @@ def test_lens_accuracy_final_row_is_the_model_itself():
     assert float(result.accuracy[0]) < float(result.accuracy[-1]) - 0.3
     frame = result.to_frame()
     assert list(frame["layer"]) == [f"L{i} in" for i in range(model.cfg.n_layers)] + ["final"]
+
+
+def test_activations_on_a_transformer_bridge_match_its_cache(tmp_path):
+    """TransformerBridge hooks ``resid_pre`` through aliases whose ``hook.name`` differs."""
+    from tests.hf_fixtures import save_tiny_llama
+
+    lm = load_model(str(save_tiny_llama(tmp_path / "llama")))
+    prompts = ["w1 w2 w3", "w4 w5", "w6 w7 w8"]
+    names = ["blocks.0.hook_resid_pre", "blocks.1.hook_resid_pre", "blocks.1.hook_resid_post"]
+    acts = collect_activations(lm, prompts, names, position=-1)
+    for i, prompt in enumerate(prompts):
+        _, cache = lm.run_with_cache(lm.to_tokens(prompt), names_filter=lambda n: n in names)
+        for j, name in enumerate(names):
+            assert torch.allclose(acts[j, i], cache[name][0, -1].float(), atol=1e-5)
