@@ -112,11 +112,9 @@ def _check_model(text: Any, where: str, known: set[str]) -> str | None:
         spec = ModelSpec.parse(text)
     except UnknownModelError as exc:
         return f"{where}: {exc}"
-    if spec.kind in ("task", "rasp") and spec.text not in known:
+    if spec.kind in ("task", "rasp", "program") and spec.text not in known:
         valid = ", ".join(sorted(n for n in known if n.startswith(f"{spec.kind}:")))
         return f"{where}: unknown model {text!r}; valid {spec.kind} models: {valid}"
-    if spec.kind == "program":
-        return f"{where}: learned Transformer Programs ({text!r}) cannot be loaded yet"
     return None
 
 

@@ -1,7 +1,7 @@
 """Datasets the suites share: task inputs with exact targets, and text with its next tokens.
 
-Task models draw inputs with their task's sampler and label them with the task's target
-function; compiled RASP models draw random inputs from their vocabulary and label them with
+Task models and Transformer Programs draw inputs with their task's sampler and label them
+with the task's target function; compiled RASP models draw random inputs from their vocabulary and label them with
 the RASP interpreter; text models read chunks of the shipped corpus (next-token targets).
 Everything is seeded, so the same options give the same inputs (and the same cell key).
 """
@@ -19,7 +19,8 @@ from probes.errors import SuiteNotApplicable
 
 
 def target_function(model: Any) -> Callable[[list], list]:
-    """The exact per-position target function of a task model or library RASP model.
+    """The exact per-position target function of a task, Transformer Program or library RASP
+    model (``None`` where a position is not scored).
 
     Raises:
         SuiteNotApplicable: for a model with no known target function.
@@ -28,6 +29,10 @@ def target_function(model: Any) -> Callable[[list], list]:
         from models.tasks import get_task
 
         return get_task(model.provenance.get("task", model.spec.name)).target
+    if model.kind == "program":
+        from models.program_tasks import program_task
+
+        return program_task(model.spec.name).target
     if model.kind == "rasp":
         from rasp import LIBRARY, evaluate
 
@@ -49,6 +54,10 @@ def sample_inputs(model: Any, n: int, seed: int) -> list[list[Hashable]]:
         from models.tasks import get_task
 
         return get_task(model.provenance.get("task", model.spec.name)).sample(n, rng)
+    if model.kind == "program":
+        from models.program_tasks import program_task
+
+        return program_task(model.spec.name).sample(n, rng)
     values = list(model.codec.vocab[1:])
     out = []
     for _ in range(n):
