@@ -20,7 +20,12 @@ from models.spec import BUILTIN_PRETRAINED
 FALLBACK_MODEL = "task:sort"
 
 #: Kinds in the order the picker shows them, with their labels.
-KIND_LABELS: dict[str, str] = {"task": "Task", "rasp": "RASP", "pretrained": "Pretrained"}
+KIND_LABELS: dict[str, str] = {
+    "task": "Task",
+    "rasp": "RASP",
+    "program": "Program",
+    "pretrained": "Pretrained",
+}
 
 #: Spec prefixes of models with a small task vocabulary (no backend choice).
 _TASK_VOCAB_PREFIXES = ("task:", "rasp:", "program:")
@@ -64,9 +69,9 @@ def default_model() -> str:
 
 
 def kind_of(spec: str) -> str:
-    """The picker group of a model string: ``task``, ``rasp`` or ``pretrained``."""
+    """The picker group of a model string: ``task``, ``rasp``, ``program`` or ``pretrained``."""
     prefix = spec.partition(":")[0] if ":" in spec else ""
-    return prefix if prefix in ("task", "rasp") else "pretrained"
+    return prefix if prefix in ("task", "rasp", "program") else "pretrained"
 
 
 @st.cache_resource(show_spinner=False)

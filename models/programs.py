@@ -248,40 +248,48 @@ def load_program_model(name: str, *, train_missing: bool = True, folder: Path | 
         >>> load_program_model("hist").predict([1, 2, 1])   # doctest: +SKIP
         [2, 1, 2]
     """
-    from models.codec import TaskCodec
-    from models.compiled import build_hooked
-    from models.loaded import LoadedModel
-    from models.loader import classify_decoder
-    from models.spec import ModelSpec
-    from rasp.programs.weights import program_weights
-
     stored = read_program(folder or find_program(name, train_missing=train_missing))
     if stored.task != name:
         raise CheckpointError(
             f"{stored.folder / CONFIG_FILE}: field 'task' is {stored.task!r}, expected {name!r}"
         )
-    compiled = program_weights(discrete_program(stored), name)
     metrics = stored.meta.get("metrics", {})
     provenance = {
-        "source": "Transformer Program (rasp.programs)",
         "checkpoint": str(stored.folder),
-        "task": name,
         "test_acc": str(metrics.get("test_acc", "?")),
         "paper_acc": str(stored.meta.get("paper_acc", "?")),
         "trained_seconds": str(stored.meta.get("trained_seconds", "?")),
         "machine": str(stored.meta.get("machine", "?")),
     }
+    return program_loaded_model(stored.model, stored.vocab, name, provenance)
+
+
+def program_loaded_model(
+    model: ProgramModel, vocab: ProgramVocab, name: str, provenance: dict[str, str] | None = None
+):
+    """A ``LoadedModel`` (kind ``program``) whose TransformerLens weights compute the
+    discretised ``model`` exactly (``rasp.programs.program_weights``), with head roles."""
+    from models.codec import TaskCodec
+    from models.compiled import build_hooked
+    from models.loaded import LoadedModel
+    from models.loader import classify_decoder
+    from models.spec import ModelSpec
+    from rasp.programs.discrete import discretise
+    from rasp.programs.weights import program_weights
+
+    compiled = program_weights(discretise(model, vocab), name)
+    outputs = tuple(vocab.output_values)
     return LoadedModel(
         model=build_hooked(compiled),
         spec=ModelSpec("program", name, f"program:{name}"),
         kind="program",
-        provenance=provenance,
-        codec=TaskCodec(
-            ("BOS", *stored.vocab.input_values),
-            stored.vocab.n_ctx - 1,
-            tuple(stored.vocab.output_values),
-        ),
-        output_decoder=classify_decoder(tuple(stored.vocab.output_values)),
+        provenance={
+            "source": "Transformer Program (rasp.programs)",
+            "task": name,
+            **(provenance or {}),
+        },
+        codec=TaskCodec(("BOS", *vocab.input_values), vocab.n_ctx - 1, outputs),
+        output_decoder=classify_decoder(outputs),
         head_roles=dict(compiled.head_roles),
         residual_labels=list(compiled.residual_labels),
     )

@@ -173,3 +173,38 @@ def test_sae_training_page_k_above_d_sae_is_an_error_message(monkeypatch, tmp_pa
     at.number_input(key="sae.train.task:sort.k").set_value(8).run()
     assert not at.exception
     assert any("k=8 is larger than d_sae=4" in e.value for e in at.error)
+
+
+def test_programs_page_shows_code_runs_input_and_draws_the_head():
+    at = run_page("programs", "program:hist")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    code = at.get("code")[0].value
+    assert "def run(tokens):" in code and "def num_predicate_0_" in code
+    assert len(at.get("plotly_chart")) == 2  # the head's predicate grid and its attention
+    at.text_input[0].set_value("1 2 1").run()
+    assert not at.exception and not at.error
+    frame = at.dataframe[0].value
+    assert list(frame["program"]) == ["2", "1", "2"] == list(frame["target"])
+    at.text_input[0].set_value("1 9").run()
+    assert any("'9' is not an input" in e.value for e in at.error)
+
+
+def test_programs_page_trains_in_the_background_and_stops_on_request():
+    import time
+
+    at = run_page("programs", "program:hist")
+    at.radio(key="programs.source").set_value("train one now").run()
+    at.number_input(key="programs.epochs").set_value(500).run()
+    at.number_input(key="programs.examples").set_value(300).run()
+    at.button(key="programs.train").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = at.session_state["programs.jobs"]["hist"]
+    time.sleep(2)
+    at.run()
+    at.button(key="programs.stop").click().run()
+    job.thread.join(timeout=60)
+    at.run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert job.result.metrics["interrupted"] and job.result.metrics["steps"] < 500 * 4
+    assert any("stopped early" in s.value for s in at.success)
+    assert "def run(tokens):" in at.get("code")[0].value
