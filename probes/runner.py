@@ -192,7 +192,12 @@ class ReportRun:
                 "run_id": self.record["run_id"],
                 "mechscope": self.record["provenance"]["mechscope"],
             }
-            self.store.put_cell(key, meta, payload.tables, payload.figures)
+            try:
+                self.store.put_cell(key, meta, payload.tables, payload.figures)
+            except Exception as exc:  # e.g. a table Parquet cannot hold: the cell fails
+                payload = CellPayload(ok=False, error=f"storing the result failed: "
+                                      f"{error_text(exc)}", traceback=traceback.format_exc())  # fmt: skip
+                return self._finish_cell(i, payload, key)
             entry.update(
                 status="ok",
                 source="computed",

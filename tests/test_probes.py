@@ -284,3 +284,23 @@ def test_arithmetic_statements_are_balanced_and_correctly_labelled():
         a, b, c = map(int, re.fullmatch(r"(\d+) \+ (\d+) = (\d+)\.", text).groups())
         assert (a + b == c) is label
         assert label or 1 <= abs(a + b - c) <= 9
+
+
+def test_a_result_the_store_cannot_hold_fails_its_cell_only(tmp_path, monkeypatch):
+    import probes.runner
+    from probes.cells import CellPayload
+
+    real = probes.runner.compute_cell
+
+    def mixed(model, cell, prepared, progress=None):
+        payload = real(model, cell, prepared, progress)
+        if cell.suite == "toy":  # a column Parquet cannot hold (an int next to a list)
+            return CellPayload(ok=True, tables={"bad": pd.DataFrame({"x": [1, [2]]})})
+        return payload
+
+    monkeypatch.setattr(probes.runner, "compute_cell", mixed)
+    store = ResultStore(tmp_path)
+    record = _run(FAST, store)
+    assert [c["status"] for c in record["cells"]] == ["failed", "ok", "failed", "ok"]
+    assert record["cells"][0]["error"].startswith("storing the result failed: ")
+    assert len(store.cell_keys()) == 2 and store.partial_entries() == []
