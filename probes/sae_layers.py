@@ -77,7 +77,7 @@ def read_layer_activations(
 
 def train_layer_saes(
     model: Any,
-    texts: Sequence[str],
+    texts: Sequence[str] | Tensor,
     options: SAETrainOptions,
     *,
     layers: Sequence[int] | None = None,
@@ -85,7 +85,7 @@ def train_layer_saes(
     seq_len: int = 128,
     max_tokens: int = 50_000,
     epochs: int = 2,
-    held_out_texts: Sequence[str] = (),
+    held_out_texts: Sequence[str] | Tensor = (),
     ce_layers: Sequence[int] = (),
     progress: Progress | None = None,
     progress_bar: bool = False,
@@ -94,11 +94,12 @@ def train_layer_saes(
 
     Args:
         model: the hooked model.
-        texts: training text (read as ``seq_len`` token windows up to ``max_tokens``).
+        texts: training text (read as ``seq_len`` token windows up to ``max_tokens``), or a
+            ``[seq, pos]`` token tensor (task inputs).
         options: SAE options; ``options.steps`` is replaced by ``epochs`` over the rows.
         layers: the layers (all when ``None``); SAEs read ``resid_post(layer)``.
         name: the SAE set's name in the cache.
-        held_out_texts: texts for the evaluation stored with each SAE (FVE, L0, dead).
+        held_out_texts: texts (or token rows) for the evaluation stored with each SAE.
         ce_layers: layers whose evaluation also splices the SAE into the model (CE loss
             recovered: three extra forward passes over the held-out windows each).
         progress, progress_bar: progress callback / tqdm bars.
@@ -110,14 +111,15 @@ def train_layer_saes(
     todo = [layer for layer in layers if not has_sae(model, resid_post(layer), name)]
     out: dict[int, SparseAutoencoder] = {}
     if todo:
-        tokens = token_windows(
-            model, texts, seq_len, max_windows=max(1, max_tokens // (seq_len - 1))
-        )
-        held = (
-            token_windows(model, held_out_texts, seq_len, max_windows=16)
-            if held_out_texts
-            else None
-        )
+        if isinstance(texts, Tensor):  # task inputs: token rows already
+            tokens = texts[: max(1, max_tokens // (texts.shape[1] - 1))]
+            held = held_out_texts if isinstance(held_out_texts, Tensor) else None
+        else:
+            windows = max(1, max_tokens // (seq_len - 1))
+            tokens = token_windows(model, texts, seq_len, max_windows=windows)
+            held = (token_windows(model, held_out_texts, seq_len, max_windows=16)
+                    if len(held_out_texts) else None)  # fmt: skip
+        seq_len = tokens.shape[1]
         n_train = tokens.shape[0]
         started = time.perf_counter()
         # Held-out windows ride along in the same pass: their rows give FVE / L0 / dead.

@@ -175,6 +175,26 @@ def test_sae_training_page_k_above_d_sae_is_an_error_message(monkeypatch, tmp_pa
     assert any("k=8 is larger than d_sae=4" in e.value for e in at.error)
 
 
+def test_concept_tracing_page_trains_layer_saes_and_traces(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    at = run_page("concepts", "task:sort")
+    assert not at.exception and any("have no cached SAE" in i.value for i in at.info)
+    at.button(key="concepts.train").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    at.number_input(key="concepts.n.task:sort").set_value(60)
+    at.radio(key="concepts.method").set_value("replace")
+    at.button(key="concepts.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("Pure noise vs intact" in s.value for s in at.success)
+    assert len(at.get("plotly_chart")) == 3
+    table = at.dataframe[1].value  # every layer and level
+    assert set(table["level"]) == {"intact", "25% random", "50% random", "75% random", "noise"}
+    at.select_slider[0].set_value("intact").run()
+    assert not at.exception and len(at.get("plotly_chart")) == 3
+
+
 def test_programs_page_shows_code_runs_input_and_draws_the_head():
     at = run_page("programs", "program:hist")
     assert not at.exception and not at.error, [e.value for e in at.error]
