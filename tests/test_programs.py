@@ -64,14 +64,15 @@ def shipped(request):
     folder = shipped_program_dir(name)
     stored = read_program(folder)
     program = discretise(stored.model, stored.vocab)
-    return name, stored, program, read_test_set(folder)
+    tests = read_test_set(folder)
+    run = _module(decompile_program(program, name))["run"]
+    return name, stored, program, tests, [run(s) for s in tests]
 
 
 def test_decompiled_program_equals_discretised_model_on_every_test_input(shipped):
-    name, stored, program, tests = shipped
-    run = _module(decompile_program(program, name))["run"]
+    name, stored, program, tests, decompiled = shipped
     expected = _model_outputs(stored.model, stored.vocab, tests)
-    disagree = [s for s, want in zip(tests, expected) if run(s) != want]
+    disagree = [s for s, want, got in zip(tests, expected, decompiled) if got != want]
     assert len(tests) >= 1000
     assert disagree == []
     # The accuracy recorded at training time is the decompiled program's accuracy.
@@ -85,12 +86,11 @@ def test_decompiled_program_equals_discretised_model_on_every_test_input(shipped
 
 
 def test_program_model_equals_decompiled_program_on_every_test_input(shipped):
-    name, _, program, tests = shipped
-    run = _module(decompile_program(program, name))["run"]
+    name, _, _, tests, decompiled = shipped
     loaded = load_model(f"program:{name}")
     assert loaded.kind == "program" and loaded.head_roles
     got = predict_batch(loaded, tests)
-    assert [s for s, g in zip(tests, got) if g != run(s)] == []
+    assert [s for s, g, want in zip(tests, got, decompiled) if g != want] == []
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def test_rasp_round_trip_interpreter_and_compiled_model_equal_the_program(tiny_f
 
 
 def test_shipped_program_rasp_variables_equal_the_decompiled_ones(shipped):
-    name, _, program, tests = shipped
+    name, _, program, tests, _ = shipped
     emitted = program_to_rasp(program)
     parts = [p.name for p in (*program.heads, *program.mlps)]
     assert set(parts) == (set(emitted.sops) | set(emitted.skipped)) - {

@@ -103,7 +103,10 @@ def head_predicate_source(program: DiscreteProgram, head: Head) -> list[str]:
     groups: dict[Hashable, list[Hashable]] = {}
     for q, k in rows:
         groups.setdefault(k, []).append(q)
-    shifts = Counter(d for q, k in rows if k is not None and (d := _shift(q, k)) is not None)
+    same_domain = q_labels == k_labels  # a shift rule only reads well within one domain
+    shifts = Counter(
+        d for q, k in rows if same_domain and k is not None and (d := _shift(q, k)) is not None
+    )
     best_shift, covered = shifts.most_common(1)[0] if shifts else (None, 0)
     largest = max(groups, key=lambda k: (len(groups[k]), repr(k)))
     if best_shift is not None and covered > len(groups[largest]) and covered >= 2:
@@ -140,7 +143,7 @@ def mlp_source(program: DiscreteProgram, mlp: Mlp) -> tuple[list[str], list[str]
         return program.labels[var][x] if var in program.labels else x
 
     rows = [((label(a, x), label(b, y)), o) for (x, y), o in mlp.table.items()]
-    an, bn = _arg_names(a, b)
+    an, bn = (_short(a), _short(a)) if a == b else _arg_names(a, b)
     used = [0, 1]
     for drop in (1, 0):
         by_kept: dict = {}
@@ -155,7 +158,7 @@ def mlp_source(program: DiscreteProgram, mlp: Mlp) -> tuple[list[str], list[str]
         used = [0]
     names = [an, bn]
     params = ", ".join(names[i] for i in used)
-    lines = [f"def {mlp.name}({params}):"]
+    lines = [f"def {mlp.name}_lookup({params}):"]
     table: dict = {}
     for key, o in rows:
         table[tuple(key[i] for i in used)] = o
@@ -289,7 +292,7 @@ def decompile_program(program: DiscreteProgram, name: str = "program") -> str:
             out.append("")
             out += ["    " + line for line in src]
             zipped = f"zip({', '.join(args)})" if len(args) > 1 else args[0]
-            call = f"{mlp.name}(*xs)" if len(args) > 1 else f"{mlp.name}(xs)"
+            call = f"{mlp.name}_lookup(*xs)" if len(args) > 1 else f"{mlp.name}_lookup(xs)"
             out.append(f"    {mlp.name} = [{call} for xs in {zipped}]")
     live_names = [n for n in (*program.cat_vars, *program.num_vars) if n in live]
     out += [
