@@ -105,6 +105,7 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     quick = "--quick" in argv
     tiny = "--tiny" in argv  # SmolLM2 only, 6 texts x 16 tokens, no exhaustive ablation
+    task_only = "--task-only" in argv  # task:sort only (SmolLM2: bench/head_gating_smollm2.py)
     out = {
         "machine": {
             "platform": platform.platform(),
@@ -115,8 +116,8 @@ def main(argv: list[str]) -> None:
         },
         "quick": quick,
         "task:sort": None if tiny else task_sort(quick),
-        "smollm2-135m": smollm(quick, exhaustive=not tiny, tiny=tiny),
-        "peer": "nam-causal-head-gating not run: out of time in this session",
+        "smollm2-135m": None if task_only else smollm(quick, exhaustive=not tiny, tiny=tiny),
+        "peer": "see bench/head_gating_smollm2.py --peer",
     }
     print(json.dumps(out, indent=1))
 
