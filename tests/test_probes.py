@@ -304,3 +304,17 @@ def test_a_result_the_store_cannot_hold_fails_its_cell_only(tmp_path, monkeypatc
     assert [c["status"] for c in record["cells"]] == ["failed", "ok", "failed", "ok"]
     assert record["cells"][0]["error"].startswith("storing the result failed: ")
     assert len(store.cell_keys()) == 2 and store.partial_entries() == []
+
+
+def test_capital_statements_pair_every_city_once_true_once_false():
+    from probes.suites.linear_probe import CAPITALS, capital_statements
+
+    texts, labels = capital_statements(1000, 0)
+    assert len(texts) == 2 * len(CAPITALS) and sum(labels) == len(CAPITALS)
+    cities = {True: [], False: []}
+    for text, label in zip(texts, labels):
+        country, city = re.fullmatch(r"The capital of (.+) is (.+)\.", text).groups()
+        assert (CAPITALS[country] == city) is label
+        cities[label].append(city)
+    assert sorted(cities[True]) == sorted(cities[False]) == sorted(CAPITALS.values())
+    assert capital_statements(10, 0) == (texts[:10], labels[:10])

@@ -6,6 +6,11 @@ Properties are labelled programmatically, offline, and registered in ``PROPERTIE
 - ``arithmetic_truth`` (text models): ``"17 + 25 = 42."`` (true) against the same sum with a
   wrong result (off by 1..9, same number of digits where possible); half of the statements
   are true. Read at the final ``.``, after the whole statement.
+- ``capital_truth`` (text models): ``"The capital of France is Paris."`` (true) against the
+  same sentence naming another country's capital (false). The false capitals are the true
+  list shifted by a seeded offset, so every city appears once in a true and once in a false
+  statement: the city alone says nothing, only its fit with the country does (the "cities"
+  design of Marks & Tegmark's Geometry of Truth). Read at the final ``.``.
 - ``duplicate_token`` (task/RASP models): does the last token occur earlier in the input?
 - ``sorted_input`` (task/RASP models): is the input already in non-decreasing order?
 """
@@ -26,7 +31,7 @@ from probes.hashing import fingerprint
 from probes.suite import PreparedInputs, Progress, Suite, SuiteOutput, register_suite
 from probes.suites.data import sample_inputs
 
-PropertyName = Literal["arithmetic_truth", "duplicate_token", "sorted_input"]
+PropertyName = Literal["arithmetic_truth", "capital_truth", "duplicate_token", "sorted_input"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,50 @@ def _arithmetic(model: Any, n: int, seed: int) -> tuple[list, list]:
     return arithmetic_statements(n, seed)
 
 
+#: Country -> capital, written out here (common knowledge) for the ``capital_truth`` property.
+CAPITALS: dict[str, str] = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
+    "Portugal": "Lisbon", "Japan": "Tokyo", "China": "Beijing", "Russia": "Moscow",
+    "Egypt": "Cairo", "Greece": "Athens", "Austria": "Vienna", "Poland": "Warsaw",
+    "Norway": "Oslo", "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen",
+    "Ireland": "Dublin", "Hungary": "Budapest", "Thailand": "Bangkok", "Kenya": "Nairobi",
+    "Peru": "Lima", "Argentina": "Buenos Aires", "Cuba": "Havana", "Canada": "Ottawa",
+    "Australia": "Canberra", "India": "New Delhi", "Iran": "Tehran", "Iraq": "Baghdad",
+    "Turkey": "Ankara", "Belgium": "Brussels", "Netherlands": "Amsterdam",
+    "Switzerland": "Bern", "the Czech Republic": "Prague", "Romania": "Bucharest",
+    "Ukraine": "Kyiv", "South Korea": "Seoul", "Vietnam": "Hanoi", "Indonesia": "Jakarta",
+    "the Philippines": "Manila", "Chile": "Santiago", "Colombia": "Bogota",
+    "Venezuela": "Caracas", "Nigeria": "Abuja", "Ethiopia": "Addis Ababa", "Morocco": "Rabat",
+    "Saudi Arabia": "Riyadh", "Pakistan": "Islamabad", "Bangladesh": "Dhaka",
+    "Nepal": "Kathmandu", "Iceland": "Reykjavik", "Scotland": "Edinburgh",
+    "England": "London", "Wales": "Cardiff", "Brazil": "Brasilia", "Syria": "Damascus",
+    "Lebanon": "Beirut", "Jordan": "Amman", "Afghanistan": "Kabul", "Mongolia": "Ulaanbaatar",
+    "Qatar": "Doha",
+}  # fmt: skip
+
+
+def capital_statements(n: int, seed: int) -> tuple[list[str], list[bool]]:
+    """Up to ``n`` statements "The capital of X is Y." (half true), at most two per country.
+
+    Example:
+        >>> capital_statements(2, 0)[0][0]
+        'The capital of France is Paris.'
+    """
+    countries = list(CAPITALS)
+    shift = int(np.random.default_rng(seed).integers(1, len(countries)))
+    texts, labels = [], []
+    for i, country in enumerate(countries[: max(1, n // 2)]):
+        wrong = CAPITALS[countries[(i + shift) % len(countries)]]
+        texts += [f"The capital of {country} is {CAPITALS[country]}.",
+                  f"The capital of {country} is {wrong}."]  # fmt: skip
+        labels += [True, False]
+    return texts, labels
+
+
+def _capitals(model: Any, n: int, seed: int) -> tuple[list, list]:
+    return capital_statements(n, seed)
+
+
 def _codec_property(fn: Callable[[list], bool]) -> Callable[[Any, int, int], tuple[list, list]]:
     def make(model: Any, n: int, seed: int) -> tuple[list, list]:
         seqs = [s for s in sample_inputs(model, 4 * n, seed) if len(s) >= 2]
@@ -87,6 +136,7 @@ PROPERTIES: dict[str, Property] = {
     p.name: p
     for p in (
         Property("arithmetic_truth", "a + b = c. is true", True, _arithmetic),
+        Property("capital_truth", "the capital of X is Y. is true", True, _capitals),
         Property(
             "duplicate_token",
             "the last token occurs earlier in the input",
