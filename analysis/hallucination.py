@@ -36,7 +36,7 @@ from analysis.errors import OptionError
 from analysis.hooks import resid_post
 from analysis.protocol import model_name
 from analysis.sae import SparseAutoencoder
-from analysis.steering import Hook, greedy_generate
+from analysis.steering import Hook, greedy_generate_batch
 
 TEMPLATE = "Q: {question}\nA:"
 #: ``progress(done, total)``.
@@ -89,9 +89,11 @@ def label_answers(
     template: str = TEMPLATE,
     max_new_tokens: int = 10,
     hooks: Sequence[Hook] = (),
+    batch_size: int = 16,
     progress: Progress | None = None,
 ) -> AnswerLabels:
-    """Greedy answers to ``questions`` (objects with ``question``, ``answers``, ``match``).
+    """Greedy answers to ``questions`` (objects with ``question``, ``answers``, ``match``),
+    ``batch_size`` prompts per forward pass, ``hooks`` active (e.g. a suppression).
 
     Raises:
         OptionError: no questions, or a template without ``{question}``.
@@ -100,15 +102,14 @@ def label_answers(
         raise OptionError("no questions to answer")
     if "{question}" not in template:
         raise OptionError(f"the template must contain '{{question}}', got {template!r}")
-    prompts, answers, correct = [], [], []
-    for i, q in enumerate(questions):
-        prompt = template.format(question=q.question)
-        answer = greedy_generate(model, prompt, max_new_tokens=max_new_tokens, hooks=hooks)
-        prompts.append(prompt)
-        answers.append(answer)
-        correct.append(is_correct(answer, q))
+    prompts = [template.format(question=q.question) for q in questions]
+    answers: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        answers += greedy_generate_batch(model, prompts[start : start + batch_size],
+                                         max_new_tokens=max_new_tokens, hooks=hooks)  # fmt: skip
         if progress is not None:
-            progress(i + 1, len(questions))
+            progress(len(answers), len(questions))
+    correct = [is_correct(a, q) for a, q in zip(answers, questions)]
     return AnswerLabels(model_name(model), prompts, answers, torch.tensor(correct),
                         [getattr(q, "category", "") for q in questions])  # fmt: skip
 

@@ -122,6 +122,63 @@ def greedy_generate(
     return text
 
 
+@torch.inference_mode()
+def greedy_generate_batch(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 12,
+    hooks: Sequence[Hook] = (),
+    stop_at: Sequence[str] = ("\n",),
+) -> list[str]:
+    """``greedy_generate`` for many prompts at once (the same outputs, several times faster).
+
+    Prompts are right-padded into one batch; each row's next token is read at its own last
+    real position and written over its padding, so causal attention never sees the filler
+    (the row's last prompt token, never a pad id a model might mask). On a CPU a forward
+    pass of one short prompt is bound by reading the weights; a batch reads them once.
+
+    Raises:
+        HookNotFoundError: a hook name the model lacks.
+    """
+    inner = hooked_module(model)
+    require_hooks(model, [name for name, _ in hooks])
+    rows = [tokens_of(model, p)[0] for p in prompts]
+    if not rows:
+        return []
+    lengths = torch.tensor([int(r.shape[0]) for r in rows])
+    width = int(lengths.max()) + max_new_tokens
+    width = min(width, int(model.cfg.n_ctx))
+    batch = torch.stack([torch.cat([r, r[-1:].repeat(width - r.shape[0])]) for r in rows])
+    cur = lengths.clone()
+    eos = getattr(getattr(model, "tokenizer", None), "eos_token_id", None)
+    done = torch.zeros(len(rows), dtype=torch.bool)
+    with model.hooks(fwd_hooks=list(hooks)):
+        for _ in range(max_new_tokens):
+            active = (~done) & (cur < width)
+            if not bool(active.any()):
+                break
+            upto = int(cur[active].max())
+            logits = model(batch[:, :upto])
+            next_ids = logits[torch.arange(len(rows)), (cur - 1).clamp(max=upto - 1)].argmax(-1)
+            for i in active.nonzero().flatten().tolist():
+                if eos is not None and int(next_ids[i]) == eos:
+                    done[i] = True
+                    continue
+                batch[i, cur[i]] = next_ids[i]
+                cur[i] += 1
+                text = inner.to_string(batch[i, lengths[i] : cur[i]])
+                if any(s in text for s in stop_at):
+                    done[i] = True
+    out = []
+    for i in range(len(rows)):
+        text = inner.to_string(batch[i, lengths[i] : cur[i]])
+        for s in stop_at:
+            text = text.split(s)[0]
+        out.append(text)
+    return out
+
+
 @dataclass(frozen=True)
 class SteeringEffect:
     """What an intervention did on a set of prompts.

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from analysis.activations import token_windows
 from analysis.hallucination import (
+    AnswerLabels,
     PredictorOptions,
     fit_hallucination_predictor,
     known_unknown_direction,
@@ -58,15 +59,31 @@ def main() -> None:
     parser.add_argument("--subset-every", type=int, default=2)
     parser.add_argument("--n-suppress", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--labels", type=Path, default=None, help="JSON cache of the answers")
+    parser.add_argument("--labels-only", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     lm = load_model(args.model)
-    saes = load_layer_saes(lm, None, args.name)
     questions = load_questions()
-    labels = label_answers(lm, questions, progress=_bar("answers"))
-    t_label = time.perf_counter() - t0
+    if args.labels and args.labels.is_file():  # answers are the slow part: reuse them
+        saved = json.loads(args.labels.read_text())
+        labels = AnswerLabels(saved["model_name"], saved["prompts"], saved["answers"],
+                              torch.tensor(saved["correct"]), saved["categories"])  # fmt: skip
+        t_label = float(saved["seconds"])
+    else:
+        labels = label_answers(lm, questions, progress=_bar("answers"))
+        t_label = time.perf_counter() - t0
+        if args.labels:
+            args.labels.write_text(json.dumps({
+                "model_name": labels.model_name, "prompts": labels.prompts,
+                "answers": labels.answers, "correct": labels.correct.tolist(),
+                "categories": labels.categories, "seconds": t_label,
+            }))  # fmt: skip
+    if args.labels_only:
+        return
+    saes = load_layer_saes(lm, None, args.name)
     concepts, resid = question_features(lm, saes, labels.prompts)
     per_layer = {}
     for layer in sorted(saes):

@@ -228,3 +228,45 @@ def test_programs_page_trains_in_the_background_and_stops_on_request():
     assert job.result.metrics["interrupted"] and job.result.metrics["steps"] < 500 * 4
     assert any("stopped early" in s.value for s in at.success)
     assert "def run(tokens):" in at.get("code")[0].value
+
+
+def test_steering_page_changes_task_outputs(monkeypatch, tmp_path):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    from analysis.hooks import resid_post
+    from analysis.sae import SAEConfig, SparseAutoencoder
+    from models import load_model
+    from models.saes import sae_dir, save_sae
+
+    sort = load_model("task:sort")
+    hook = resid_post(sort.cfg.n_layers // 2)  # the page's default hook
+    sae = SparseAutoencoder(SAEConfig(d_in=sort.cfg.d_model, d_sae=32, k=4, hook_name=hook))
+    save_sae(sae_dir(sort, hook, "default"), sae.to_state())
+    at = run_page("steering", "task:sort")
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    table = at.dataframe[0].value
+    assert list(table.columns) == ["input", "clean", "steered"]
+    at.slider(key="steer.strength").set_value(50.0).run()
+    kl = float(next(m for m in at.metric if m.label.startswith("KL")).value)
+    assert kl > 1e-3  # a strong push along a decoder direction moves the outputs
+    at.slider(key="steer.strength").set_value(0.0).run()
+    assert float(next(m for m in at.metric if m.label.startswith("KL")).value) < 1e-8
+    at.toggle(key="steer.sweep").set_value(True)
+    at.slider(key="steer.strength").set_value(20.0).run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+
+
+def test_hallucination_page_needs_a_text_model_and_labels_answers(
+    llama_spec, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("MECHSCOPE_CACHE", str(tmp_path))
+    at = run_page("hallucination", "task:sort")
+    assert any("needs a text model" in e.value for e in at.error)
+    at = run_page("hallucination", llama_spec)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.number_input[0].set_value(4)  # questions
+    at.button(key="hal.label").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.dataframe[0].value) == 4
+    assert next(m for m in at.metric if m.label == "Hallucination rate").value == "100.0%"
+    assert any("No per-layer SAEs" in i.value for i in at.info)

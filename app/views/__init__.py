@@ -44,6 +44,10 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("sae_training", "SAE training", ":material/model_training:", section="SAE"),
     PageEntry("sae_features", "SAE features", ":material/feature_search:", section="SAE"),
     PageEntry("concepts", "Concept tracing", ":material/blur_on:", section="SAE"),
+    PageEntry(
+        "hallucination", "Hallucination predictor", ":material/psychology_alt:", section="SAE"
+    ),
+    PageEntry("steering", "Steering", ":material/alt_route:", section="SAE"),
     PageEntry("rasp", "RASP compiler", ":material/code:", section="Build"),
     PageEntry("programs", "Transformer Programs", ":material/terminal:", section="Build"),
     PageEntry("reports", "Reports", ":material/summarize:", section="Reports"),
