@@ -270,3 +270,9 @@ def test_hallucination_page_needs_a_text_model_and_labels_answers(
     assert len(at.dataframe[0].value) == 4
     assert next(m for m in at.metric if m.label == "Hallucination rate").value == "100.0%"
     assert any("No per-layer SAEs" in i.value for i in at.info)
+
+
+def test_attention_page_runs_on_a_transformer_program():
+    at = run_page("attention", "program:sort")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) >= 1
