@@ -134,7 +134,8 @@ def run_ours(lm, fit: GatingData, held: GatingData, options, args) -> tuple[dict
     abl_s = time.perf_counter() - t
     fac = result.scores["facilitation"].flatten().numpy()
     check = ablation_check(lm, held, result, max_rows=args.eval_rows)
-    ranked = ranked_ablation(lm, held, result, max_rows=args.eval_rows)
+    ranked = ranked_ablation(lm, held, result, max_rows=args.eval_rows,
+                             per_seed=not args.ranked_mean_only)  # fmt: skip
     mean_curves = {
         score: ranked.curve(score).round(4).to_dict(orient="list")
         for score in ("facilitation", "irrelevance", "interference")
@@ -171,7 +172,7 @@ def run_ours(lm, fit: GatingData, held: GatingData, options, args) -> tuple[dict
         "held_out_ranked_ablation_seed_range_at_16": {
             score: [round(float(g["delta_logprob"].min()), 4), round(float(g["delta_logprob"].max()), 4)]
             for score, g in seed_rows[seed_rows["n_ablated"] == 16].groupby("score")
-        },
+        } if len(seed_rows) else None,
         "top_single_ablation": sorted(
             ((f"L{i // single.shape[1]}H{i % single.shape[1]}", round(float(v), 4))
              for i, v in enumerate(single.flatten())), key=lambda kv: -kv[1])[:10],
@@ -181,7 +182,9 @@ def run_ours(lm, fit: GatingData, held: GatingData, options, args) -> tuple[dict
     return out, result
 
 
-def run_peer(hf_model, fit: GatingData, options, args, autocast: bool) -> tuple[dict, torch.Tensor]:
+def run_peer(
+    hf_model, fit: GatingData, options, args, autocast: bool, init: torch.Tensor | None = None
+) -> tuple[dict, torch.Tensor]:
     """The authors' trainer on the same rows (all real tokens supervised, as in ``text``)."""
     from causal_head_gating.core import trainer as peer_trainer
     from causal_head_gating.core.trainer import CHGTrainer
@@ -197,6 +200,9 @@ def run_peer(hf_model, fit: GatingData, options, args, autocast: bool) -> tuple[
         tr = CHGTrainer(hf_model, ds, num_masks=options.n_seeds, batch_size=options.batch_size,
                         l1_weight=options.lam, lr=options.lr, lr_reg=options.lr,
                         grad_norm=options.grad_clip)  # fmt: skip
+        if init is not None:  # the same starting logits as ours
+            with torch.no_grad():
+                tr.mask_logits.copy_(init.reshape(tr.mask_logits.shape).to(tr.mask_logits.device))
         sync(args.device)
         t = time.perf_counter()
         for _ in tr.fit(num_updates=options.steps, num_reg_updates=options.steps, verbose=False):
@@ -226,15 +232,20 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--heads-per-pass", type=int, default=2)
     ap.add_argument("--datasets", default="text,induction")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--ranked-mean-only", action="store_true", help="rank by mean scores only")
     ap.add_argument(
         "--peer-only", action="store_true", help="only the comparison with the authors' package"
     )
+    ap.add_argument("--peer-exact", action="store_true",
+                    help="one seed, whole-data batches and our initial gates in the peer too: "
+                         "the two fits should then coincide")  # fmt: skip
     args = ap.parse_args(argv)
     if args.device == "cpu":
         torch.set_num_threads(args.threads)
     lm, hf = load(args)
     inner = lm.model if hasattr(lm, "model") else lm
-    inner.to(args.device)
+    with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Moving model..."
+        inner.to(args.device)
     options = HeadGatingOptions(steps=args.steps, n_seeds=args.seeds, batch_size=args.batch,
                                 eval_rows=args.eval_rows)  # fmt: skip
     out = {
@@ -267,7 +278,19 @@ def main(argv: list[str]) -> None:
             ours_a = fit_head_gates(lm, fit, options=authors)
             sync(args.device)
             ours_a_s = time.perf_counter() - t
-            peer_stats, peer_gates = run_peer(hf, fit, options, args, autocast=False)
+            init = None
+            if args.peer_exact:  # our first draw from the seeded generator is the init
+                gen = torch.Generator().manual_seed(authors.seed)
+                shape = (authors.n_seeds, lm.cfg.n_layers, lm.cfg.n_heads)
+                init = torch.logit(torch.rand(shape, generator=gen).clamp(1e-6, 1 - 1e-6))
+            peer_stats, peer_gates = run_peer(hf, fit, options, args, autocast=False, init=init)
+            if args.peer_exact:
+                peer_stats["max_abs_gate_diff_ours_vs_peer"] = {
+                    "g_plus": round(float((ours_a.gates["g_plus"] - peer_gates[0]).abs().max()), 6),
+                    "g_minus": round(
+                        float((ours_a.gates["g_minus"] - peer_gates[1]).abs().max()), 6
+                    ),
+                }
             ours_cls = np.array(
                 classify(ours_a.gates["g_plus"].mean(0), ours_a.gates["g_minus"].mean(0), 0.5)
             )
