@@ -163,7 +163,7 @@ def _registry() -> dict[str, ProgramTask]:
     five, six = tuple(range(5)), tuple(range(6))
     out = {}
     for name, vals, eos, acc, arch, epochs in (
-        ("reverse", five, True, 99.79, _arch(3, 8, 2), 40),
+        ("reverse", five, True, 99.79, _arch(3, 8, 2), 15),
         ("hist", six, False, 100.0, _arch(1, 4, 2), 60),
         ("double_hist", six, False, 98.40, _arch(3, 4, 2), 20),
         ("sort", five, True, 99.83, _arch(3, 8, 4), 40),
@@ -172,7 +172,7 @@ def _registry() -> dict[str, ProgramTask]:
         values = (*vals, EOS) if eos else vals
         draw = _uniform(vals, range(1, 7) if eos else range(1, 8), eos)
         # Tasks trained last, at batch 128: 4x the updates per unit of CPU.
-        late = (("batch_size", 128),) if name in ("double_hist", "most_freq") else ()
+        late = (("batch_size", 128),) if name in ("reverse", "double_hist", "most_freq") else ()
         out[name] = _make(name, values, 7, draw, paper_acc=acc, architecture=arch, epochs=epochs,
                           fit_settings=late)  # fmt: skip
     for name, acc, arch in (("dyck1", 99.30, _arch(3, 8, 2)), ("dyck2", 99.09, _arch(3, 4, 4))):

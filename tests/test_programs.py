@@ -69,6 +69,10 @@ def shipped(request):
     return name, stored, program, tests, [run(s) for s in tests]
 
 
+def test_every_paper_task_ships_a_program():
+    assert set(SHIPPED) == set(PROGRAM_TASKS)
+
+
 def test_decompiled_program_equals_discretised_model_on_every_test_input(shipped):
     name, stored, _, tests, decompiled = shipped
     expected = _model_outputs(stored.model, stored.vocab, tests)
