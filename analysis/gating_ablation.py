@@ -212,14 +212,8 @@ def ranked_ablation(
             sets[r * len(counts) + c, order[:k]] = 0.0
             keys.append((score, seed, k))
     base, _ = evaluate_gates(model, data, None, max_rows=max_rows)
-    losses = []
-    chunk = max(1, max_rows)
-    for done, lo in enumerate(range(0, len(sets), chunk), start=1):
-        part = sets[lo : lo + chunk].reshape(-1, n_layers, n_heads)
-        losses.append(evaluate_gates(model, data, part, max_rows=max_rows)[0])
-        if progress is not None:
-            progress("ablate", done, -(-len(sets) // chunk))
-    loss = torch.cat(losses)
+    loss, _ = evaluate_gates(model, data, sets.reshape(-1, n_layers, n_heads),
+                             max_rows=max_rows, progress=progress, stage="ablate")  # fmt: skip
     frame = pd.DataFrame(
         [
             {

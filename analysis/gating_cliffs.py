@@ -73,13 +73,8 @@ def revert_cliffs(
         cand = final[seed].clone()
         cand[torch.arange(len(idx)), layer, head] = start[seed, layer, head]
         sets = torch.cat([final, cand])
-        losses = []
-        chunk = max(1, max_rows)
-        for lo in range(0, len(sets), chunk):
-            part = sets[lo : lo + chunk]
-            loss, _ = evaluate_gates(model, data, torch.sigmoid(part), max_rows=max_rows)
-            losses.append(loss)
-        objective = torch.cat(losses) - lam * regulariser(sets, clamp)
+        loss, _ = evaluate_gates(model, data, torch.sigmoid(sets), max_rows=max_rows)
+        objective = loss - lam * regulariser(sets, clamp)
         better = objective[n_seeds:] < objective[seed] - 1e-6
         if progress is not None:
             progress(stage, done, rounds)

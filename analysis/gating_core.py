@@ -18,7 +18,7 @@ from torch import Tensor
 from analysis.errors import OptionError
 from analysis.gating_data import GatingData
 from analysis.hooks import attn_z, require_hooks
-from analysis.protocol import hooked_module
+from analysis.protocol import hooked_module, model_device
 
 #: ``progress(stage, done, total)``; stages ``none``, ``g_plus``, ``g_minus``, ``contrastive``,
 #: ``evaluate``, ``ablate``.
@@ -71,13 +71,6 @@ def gate_hooks(gates: Float[Tensor, "seed layer head"], rows: int) -> list[tuple
     return [(attn_z(layer), make(layer)) for layer in range(gates.shape[1])]
 
 
-def model_device(model: Any) -> torch.device:
-    """The device of the model's weights (gates and batches are moved there)."""
-    for param in hooked_module(model).parameters():
-        return param.device
-    return torch.device("cpu")
-
-
 def gated_nll(
     model: Any, gates: Tensor | None, batch: Batch, *, per_seed: bool = False
 ) -> tuple[Float[Tensor, " seed"], Float[Tensor, " seed"]]:
@@ -128,18 +121,33 @@ def evaluate_gates(
     gates: Float[Tensor, "seed layer head"] | None = None,
     *,
     max_rows: int = 64,
+    progress: Progress | None = None,
+    stage: str = "evaluate",
 ) -> tuple[Float[Tensor, " seed"], Float[Tensor, " seed"]]:
     """Loss and accuracy on all of ``data`` under each gate set (token-weighted means).
+
+    More than ``max_rows`` gate sets are evaluated ``max_rows`` sets at a time, so memory stays
+    bounded however many sets (ablations, candidate reverts) are asked for.
 
     Args:
         model: the model.
         data: the dataset.
         gates: ``[seed, layer, head]`` gate values in [0, 1], or ``None`` for the ungated model.
         max_rows: most rows in one forward pass (batch rows x gate sets), to bound memory.
+        progress: called as ``progress(stage, done, total)`` per chunk of gate sets.
+        stage: the stage name passed to ``progress``.
 
     Example:
         >>> loss, acc = evaluate_gates(lm, data, torch.ones(1, 2, 4))   # doctest: +SKIP
     """
+    if gates is not None and gates.shape[0] > max_rows:
+        chunks = gates.split(max_rows)
+        parts = []
+        for done, chunk in enumerate(chunks, start=1):
+            parts.append(evaluate_gates(model, data, chunk, max_rows=max_rows))
+            if progress is not None:
+                progress(stage, done, len(chunks))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     n_sets = 1 if gates is None else gates.shape[0]
     per_pass = max(1, max_rows // n_sets)
     total_loss = torch.zeros(n_sets)
@@ -153,6 +161,8 @@ def evaluate_gates(
         total_loss += loss.cpu() * n
         total_correct += acc.cpu() * n
         total += n
+    if progress is not None:
+        progress(stage, 1, 1)
     return total_loss / total, total_correct / total
 
 

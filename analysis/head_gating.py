@@ -31,12 +31,11 @@ from analysis.gating_core import (
     clip_per_seed,
     evaluate_gates,
     gated_nll,
-    model_device,
     regulariser,
 )
 from analysis.gating_data import GatingData
 from analysis.hooks import head_label
-from analysis.protocol import model_name
+from analysis.protocol import model_device, model_name
 
 HEAD_CLASSES = ("facilitating", "interfering", "irrelevant")
 STAGES = ("none", "g_plus", "g_minus")

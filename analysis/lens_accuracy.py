@@ -26,7 +26,7 @@ from analysis.errors import OptionError
 from analysis.gating_data import GatingData
 from analysis.hooks import require_hooks
 from analysis.lens import lens_hooks
-from analysis.protocol import hooked_module, model_name, unembed
+from analysis.protocol import hooked_module, model_device, model_name, unembed
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def run_lens_accuracy(
     names = lens_hooks(model.cfg.n_layers)
     require_hooks(model, names)
     inner = hooked_module(model)
-    device = next(iter(inner.parameters())).device
+    device = model_device(model)
     n_rows = len(names)
     sums = {key: torch.zeros(n_rows, dtype=torch.float64) for key in ("acc", "agr", "tp", "kl")}
     count = 0

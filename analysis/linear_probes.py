@@ -28,7 +28,7 @@ from torch import Tensor
 
 from analysis.errors import OptionError
 from analysis.hooks import require_hooks, resid_post, resid_pre
-from analysis.protocol import Inputs, hooked_module, model_name, tokens_of
+from analysis.protocol import Inputs, hooked_module, model_device, model_name, tokens_of
 
 #: ``progress(done, total)`` after each batch of inputs and each probed layer.
 Progress = Callable[[int, int], None]
@@ -204,7 +204,7 @@ def collect_activations(
     for i, row in enumerate(rows):
         by_length.setdefault(len(row), []).append(i)
     out = torch.zeros(len(names), len(rows), model.cfg.d_model)
-    device = next(iter(inner.parameters())).device
+    device = model_device(model)
     captured: dict[str, Tensor] = {}
 
     def keeper(name: str) -> Callable[[Tensor, Any], None]:

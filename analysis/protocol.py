@@ -34,6 +34,13 @@ def hooked_module(model: Any) -> Any:
     return model if hasattr(model, "hook_dict") else model.model
 
 
+def model_device(model: Any) -> torch.device:
+    """The device of the model's weights (inputs and gates are moved there)."""
+    for param in hooked_module(model).parameters():
+        return param.device
+    return torch.device("cpu")
+
+
 def tokens_of(model: Any, inputs: Inputs) -> torch.Tensor:
     """A ``[1, pos]`` id tensor: prompts and task sequences go through ``model.to_tokens``."""
     if isinstance(inputs, torch.Tensor):
