@@ -68,7 +68,9 @@ def parse_node(node: str) -> tuple[str, int, int | None]:
         return "head", int(m[1]), int(m[2])
     if m := _MLP.match(node):
         return "mlp", int(m[1]), None
-    raise OptionError(f"bad node id {node!r}; valid: 'L<layer>H<head>', 'L<layer>.mlp', 'embed', 'logits'")
+    raise OptionError(
+        f"bad node id {node!r}; valid: 'L<layer>H<head>', 'L<layer>.mlp', 'embed', 'logits'"
+    )
 
 
 def _node_order(node: str) -> tuple[int, int, int]:
@@ -306,7 +308,11 @@ def circuit_from_gating(
         raise OptionError(f"unknown CHG score {score!r}; valid: {', '.join(result.scores)}")
     grid = result.scores[score]
     n_layers, n_heads = grid.shape
-    values = {head_label(l, h): float(grid[l, h]) for l in range(n_layers) for h in range(n_heads)}
+    values = {
+        head_label(layer, h): float(grid[layer, h])
+        for layer in range(n_layers)
+        for h in range(n_heads)
+    }
     return circuit_from_node_scores(
         result.model_name, n_layers, n_heads, values, method="chg", data_name=result.data_name,
         score_name=score, members=result.heads_in(members),

@@ -29,9 +29,10 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -51,6 +52,9 @@ _IGNORE = -100
 
 #: ``callback(step, steps, loss)``, called every ``log_every`` steps.
 TrainCallback = Callable[[int, int, float], None]
+
+#: ``on_snapshot(step, model)``, called at the requested snapshot steps.
+SnapshotCallback = Callable[[int, HookedTransformer], None]
 
 
 @dataclass(frozen=True)
@@ -258,6 +262,37 @@ def fast_forward(
     return norm(getattr(model, "ln_final", None), x) @ model.unembed.W_U + model.unembed.b_U
 
 
+def config_of(model: HookedTransformer) -> ModelConfig:
+    """The ``ModelConfig`` a task model was built from (read back from its TL config)."""
+    cfg = model.cfg
+    return ModelConfig(
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        d_mlp=None if cfg.attn_only else cfg.d_mlp,
+        attn_only=cfg.attn_only,
+        normalization=cfg.normalization_type,
+        act_fn=cfg.act_fn,
+    )
+
+
+def _check_fits(model: HookedTransformer, task: Task) -> None:
+    cfg = model.cfg
+    want = {
+        "d_vocab": len(task.input_values) + 1,
+        "d_vocab_out": len(task.output_values),
+        "n_ctx": task.max_len + 1,
+        "attention_dir": "causal" if task.causal else "bidirectional",
+    }
+    for name, value in want.items():
+        if getattr(cfg, name) != value:
+            raise TrainingError(
+                f"the model's {name} is {getattr(cfg, name)!r} but task {task.name!r} needs "
+                f"{value!r}; fine-tune only on a task with the same vocabularies and length"
+            )
+
+
 def _encode_batch(
     task: Task, seqs: list[list], in_ids: dict, out_ids: dict
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -292,6 +327,9 @@ def train_task_model(
     model_config: ModelConfig | None = None,
     progress: bool = True,
     callback: TrainCallback | None = None,
+    init: HookedTransformer | None = None,
+    snapshot_steps: Sequence[int] = (),
+    on_snapshot: SnapshotCallback | None = None,
 ) -> tuple[HookedTransformer, TrainReport]:
     """Train a model for ``task`` on fresh samples; no file I/O.
 
@@ -300,9 +338,16 @@ def train_task_model(
     Args:
         task: the task to learn.
         config: training settings; ``task.train_config`` when ``None``.
-        model_config: the architecture; ``task.model_config`` when ``None``.
+        model_config: the architecture; ``task.model_config`` when ``None`` (ignored with
+            ``init``, whose architecture is kept).
         progress: show a tqdm progress bar.
         callback: called as ``callback(step, steps, loss)`` every ``config.log_every`` steps.
+        init: start from a copy of this model's weights (fine-tuning) instead of a fresh
+            initialisation; its vocabularies and context must fit ``task``. ``init`` itself is
+            not changed.
+        snapshot_steps: steps after which ``on_snapshot`` is called (0 = before training).
+        on_snapshot: called as ``on_snapshot(step, model)`` at each of ``snapshot_steps``
+            (and not past an early stop); copy the model if you keep it.
 
     Returns:
         The model in eval mode and a ``TrainReport``.
@@ -312,8 +357,18 @@ def train_task_model(
         >>> model, report = train_task_model(get_task("hist"), progress=False)  # doctest: +SKIP
     """
     config = config or task.train_config
-    mc = model_config or task.model_config
-    model = build_model(task, mc, seed=config.seed)
+    if init is None:
+        mc = model_config or task.model_config
+        model = build_model(task, mc, seed=config.seed)
+    else:
+        _check_fits(init, task)
+        mc = config_of(init)
+        model = copy.deepcopy(init)
+    snaps = sorted(set(snapshot_steps))
+    if snaps and on_snapshot is None:
+        raise TrainingError("snapshot_steps given without on_snapshot")
+    if 0 in snaps:
+        on_snapshot(0, model)  # type: ignore[misc]
     rng = np.random.default_rng([config.seed, _TRAIN_STREAM])
     in_ids = {v: i + 1 for i, v in enumerate(task.input_values)}
     out_ids = {v: i for i, v in enumerate(task.output_values)}
@@ -342,6 +397,10 @@ def train_task_model(
             optimizer.step()
             scheduler.step()
             step += 1
+            if step in snaps:
+                model.eval()
+                on_snapshot(step, model)  # type: ignore[misc]
+                model.train()
             window.append(loss.item())
             solved = bool(((logits.argmax(-1) == targets) | (targets == _IGNORE)).all())
             streak = streak + 1 if solved else 0
