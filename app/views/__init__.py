@@ -41,6 +41,7 @@ PAGES: tuple[PageEntry, ...] = (
     PageEntry("attention", "Attention", ":material/grid_on:", section="Explore"),
     PageEntry("lens", "Lenses", ":material/layers:", section="Explore"),
     PageEntry("head_gating", "Head gating", ":material/tune:", section="Explore"),
+    PageEntry("circuits", "Circuit diffing", ":material/compare:", section="Explore"),
     PageEntry("sae_training", "SAE training", ":material/model_training:", section="SAE"),
     PageEntry("sae_features", "SAE features", ":material/feature_search:", section="SAE"),
     PageEntry("concepts", "Concept tracing", ":material/blur_on:", section="SAE"),

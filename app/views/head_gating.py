@@ -15,7 +15,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import streamlit as st
-from streamlit.errors import StreamlitAPIException
 
 from analysis.contrastive_gating import ContrastiveGatingResult, fit_contrastive_head_gates
 from analysis.errors import OptionError
@@ -28,7 +27,7 @@ from analysis.figures import (
 from analysis.gating_ablation import AblationCheck, ablation_check
 from analysis.gating_data import GatingData, next_token_data, task_data
 from analysis.head_gating import HeadGatingOptions, HeadGatingResult, fit_head_gates
-from app.views.inputs import model_key
+from app.views.inputs import model_key, open_in_attention
 from models import LoadedModel
 from models.corpus import load_corpus, split_corpus
 
@@ -271,17 +270,6 @@ def _selected_head(event) -> tuple[int, int] | None:
     return int(points[0]["y"]), int(points[0]["x"])
 
 
-def _open_in_attention(model: LoadedModel, layer: int, head: int) -> None:
-    """Preselect ``layer``/``head`` on the attention page and switch to it."""
-    key = model_key(model)
-    st.session_state[f"attn.layer.{key}"] = layer
-    st.session_state[f"attn.head.{key}"] = head
-    try:
-        st.switch_page(st.Page(lambda: None, title="Attention", url_path="attention"))
-    except StreamlitAPIException:
-        st.info(f"Open the Attention page in the sidebar: L{layer}H{head} is preselected there.")
-
-
 def show_result(model: LoadedModel, result: HeadGatingResult, check: AblationCheck) -> None:
     """Maps, selected head, loss curves, the table and the ablation check."""
     key = model_key(model)
@@ -310,7 +298,7 @@ def show_result(model: LoadedModel, result: HeadGatingResult, check: AblationChe
         c1, c2 = st.columns([3, 1])
         c1.info(f"Selected {label}: {result.classes[layer][head]} ({values})")
         if c2.button(f"Open {label} in Attention", key="chg.open", icon=":material/grid_on:"):
-            _open_in_attention(model, layer, head)
+            open_in_attention(model, layer, head)
     else:
         st.caption(
             "Click a head in the class map to select it and open it in the attention viewer."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from models import LoadedModel
 
@@ -51,3 +52,14 @@ def freeze(inputs: str | list) -> str | tuple:
 def unfreeze(inputs: str | tuple) -> str | list:
     """Back from ``freeze``: what the analysis backends take."""
     return inputs if isinstance(inputs, str) else list(inputs)
+
+
+def open_in_attention(model: LoadedModel, layer: int, head: int) -> None:
+    """Preselect ``layer``/``head`` on the attention page and switch to it."""
+    key = model_key(model)
+    st.session_state[f"attn.layer.{key}"] = layer
+    st.session_state[f"attn.head.{key}"] = head
+    try:
+        st.switch_page(st.Page(lambda: None, title="Attention", url_path="attention"))
+    except StreamlitAPIException:
+        st.info(f"Open the Attention page in the sidebar: L{layer}H{head} is preselected there.")
