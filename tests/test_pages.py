@@ -276,3 +276,38 @@ def test_attention_page_runs_on_a_transformer_program():
     at = run_page("attention", "program:sort")
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) >= 1
+
+
+# -- circuit diffing -------------------------------------------------------------------------------
+def test_circuits_page_two_datasets_draws_maps_graph_and_faithfulness():
+    at = run_page("circuits", "rasp:reverse")
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.selectbox(key="circ.method").set_value("exact")
+    at.button(key="circ.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 4  # map A, map B, delta, graph
+    nodes, faith = at.dataframe[0].value, at.dataframe[1].value
+    # Exact mean ablation on short and on long inputs both find reverse's compiled nodes.
+    assert set(nodes.loc[nodes["in_a"], "node"]) == {"L0H0", "L3H0", "L0.mlp", "L1.mlp", "L2.mlp"}
+    assert list(faith["circuit"]) == ["A", "B", "A", "B"]  # own data, then cross
+    assert (faith["faithfulness"] > 0.99).all(), faith
+
+
+def test_circuits_page_aligns_compiled_and_trained_sort_by_role():
+    at = run_page("circuits", "rasp:sort")
+    at.segmented_control(key="circ.mode").set_value("Two models").run()
+    at.selectbox(key="circ.method").set_value("roles").run()
+    at.button(key="circ.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("L2H0 ↔ L0H0" in c.value for c in at.caption)
+    row = at.dataframe[0].value.set_index("node").loc["L2H0"]
+    assert row["node_b"] == "L0H0" and row["in_a"] and row["in_b"] and row["confidence"] > 0.5
+
+
+def test_circuits_page_checkpoints_need_a_task_model():
+    at = run_page("circuits", "rasp:sort")
+    at.segmented_control(key="circ.mode").set_value("Two checkpoints").run()
+    assert not at.exception
+    assert any("this comparison trains a task model" in e.value for e in at.error)

@@ -101,18 +101,23 @@ def _load_b(spec: str) -> LoadedModel:
     return load_model(spec)
 
 
-def _compare(a_model, a_data, b_model, b_data, settings, *, alignment=None, cross=True):
+def _compare(
+    a_model, a_data, b_model, b_data, settings, *, alignment=None, confidence=None, cross=True
+):
     a = find_circuit(a_model, a_data, settings)
     b = find_circuit(b_model, b_data, settings if b_model.head_roles else _no_roles(settings))
-    diff = diff_circuits(a, b, alignment=alignment)
+    if alignment is not None:
+        # Only heads are matched by role; MLPs of different depths are not comparable.
+        alignment = {k: v for k, v in alignment.items() if k in b.nodes and v in a.nodes}
+    diff = diff_circuits(a, b, alignment=alignment, confidence=confidence)
     faith = [
-        {"circuit": "A", "on": a_data.name, **_faith(a_model, a_data, a, settings.ablation)},
-        {"circuit": "B", "on": b_data.name, **_faith(b_model, b_data, b, settings.ablation)},
+        {**_faith(a_model, a_data, a, settings.ablation), "circuit": "A", "on": a_data.name},
+        {**_faith(b_model, b_data, b, settings.ablation), "circuit": "B", "on": b_data.name},
     ]
     if cross:  # each circuit on the other's data (same model shape)
         faith += [
-            {"circuit": "A", "on": b_data.name, **_faith(b_model, b_data, a, settings.ablation)},
-            {"circuit": "B", "on": a_data.name, **_faith(a_model, a_data, b, settings.ablation)},
+            {**_faith(b_model, b_data, a, settings.ablation), "circuit": "A", "on": b_data.name},
+            {**_faith(a_model, a_data, b, settings.ablation), "circuit": "B", "on": a_data.name},
         ]
     summary = {k: faith[i]["faithfulness"] for i, k in enumerate(("a", "b"))}
     diff = diff.with_faithfulness({"faithfulness": summary["a"]}, {"faithfulness": summary["b"]})
@@ -228,10 +233,11 @@ def _two_models(model: LoadedModel, settings: CircuitSettings):
 
     def run() -> Comparison:
         da, db = build_data(model, a)[0], build_data(other, b)[0]
-        alignment, notes = None, ()
+        alignment, confidence, notes = None, None, ()
         if not same_shape:
-            alignment, notes = _align(model, other, settings)
-        comp = _compare(model, da, other, db, settings, alignment=alignment, cross=False)
+            alignment, confidence, notes = _align(model, other)
+        comp = _compare(model, da, other, db, settings, alignment=alignment,
+                        confidence=confidence, cross=False)  # fmt: skip
         return replace(comp, notes=notes)
 
     return (spec, a, b), run
@@ -244,22 +250,30 @@ def _partner(model: LoadedModel) -> str:
     )
 
 
-def _align(model: LoadedModel, other: LoadedModel, settings: CircuitSettings):
-    try:
-        from analysis.head_matching import match_heads
-    except ImportError as exc:  # pragma: no cover - the module ships with the page
-        raise OptionError(f"head matching is unavailable: {exc}") from exc
-    from probes.suites.data import sample_inputs
+def _align(model: LoadedModel, other: LoadedModel):
+    """Confidently matched heads of ``other`` -> ``model`` (effect similarity), their
+    similarities, and a note."""
+    import numpy as np
 
-    allowed = set(model.codec.input_values) & set(other.codec.input_values)
+    from analysis.head_matching import match_heads
+
+    if model.codec is None or other.codec is None:
+        raise OptionError("head matching across architectures needs two task-vocabulary models")
+    allowed = sorted(set(model.codec.input_values) & set(other.codec.input_values), key=str)
     max_len = min(model.codec.max_len, other.codec.max_len)
-    seqs = [s[:max_len] for s in sample_inputs(other, 200, 0) if set(s[:max_len]) <= allowed]
-    if len(seqs) < 10:
-        raise OptionError(f"{model.name} and {other.name} share too few inputs to match heads")
-    matching = match_heads(model, other, seqs[:100])
-    alignment = matching.alignment(include_all=True)
-    note = f"Heads aligned by role (Hungarian matching on {min(len(seqs), 100)} shared inputs)."
-    return {b: a for b, a in alignment.items()}, (note,)
+    if not allowed:
+        raise OptionError(f"{model.name} and {other.name} share no input value to match heads on")
+    rng = np.random.default_rng(0)
+    seqs = [[allowed[int(i)] for i in rng.integers(0, len(allowed), int(rng.integers(1, max_len + 1)))]
+            for _ in range(100)]  # fmt: skip
+    matching = match_heads(model, other, seqs)
+    alignment = matching.alignment()
+    confidence = {p.head_b: p.similarity for p in matching.pairs if p.head_b in alignment}
+    pairs = ", ".join(f"{a} ↔ {b}" for b, a in alignment.items()) or "none"
+    note = (f"Heads aligned by role: Hungarian matching of ablation effects on "
+            f"{len(seqs)} shared inputs; confident pairs (A ↔ B): {pairs}. "
+            "Unmatched heads are listed as unaligned and left out of the overlaps.")  # fmt: skip
+    return alignment, confidence, (note,)
 
 
 # -- results ---------------------------------------------------------------------------------
