@@ -126,10 +126,12 @@ def main() -> None:
         },
         "tasks": {name: bench_task(name) for name in args.tasks},
     }
-    text = json.dumps(out, indent=1)
-    print(text)
+    print(json.dumps(out, indent=1))
+    # Tasks benched earlier and not named this time keep their stored rows.
+    stored = json.loads(RESULTS.read_text()).get("tasks", {}) if RESULTS.is_file() else {}
+    out["tasks"] = {**stored, **out["tasks"]}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
+    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

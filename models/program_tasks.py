@@ -167,7 +167,7 @@ def _registry() -> dict[str, ProgramTask]:
         ("hist", six, False, 100.0, _arch(1, 4, 2), 60),
         ("double_hist", six, False, 98.40, _arch(3, 4, 2), 20),
         ("sort", five, True, 99.83, _arch(3, 8, 4), 40),
-        ("most_freq", six, False, 75.69, _arch(3, 8, 4), 12),
+        ("most_freq", six, False, 75.69, _arch(3, 8, 4), 80),
     ):
         values = (*vals, EOS) if eos else vals
         draw = _uniform(vals, range(1, 7) if eos else range(1, 8), eos)
