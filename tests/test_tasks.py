@@ -173,3 +173,23 @@ def test_training_is_reproducible_for_a_seed() -> None:
     b, report_b = train_task_model(task, config, progress=False)
     assert report_a.losses == report_b.losses
     torch.testing.assert_close(a.W_E, b.W_E, atol=0, rtol=0)
+
+
+def test_targets_and_inputs_of_every_task_vocabulary_kind():
+    from models import load_model
+    from models.errors import InputError
+    from models.targets import NoTargetsError, output_ids, sample_inputs, target_function
+
+    task = load_model("task:sort")
+    seqs = sample_inputs(task, 20, 0, (3, 4))
+    assert len(seqs) == 20 and {len(s) for s in seqs} <= {3, 4}
+    assert [task.codec.output_vocab[i] for i in output_ids(task, seqs)[0]] == sorted(seqs[0])
+    rasp = load_model("rasp:reverse")
+    seq = sample_inputs(rasp, 1, 1, (4, 4))[0]
+    assert target_function(rasp)(seq) == seq[::-1]
+    program = load_model("program:sort")
+    assert {len(s) for s in sample_inputs(program, 10, 0, (2, 3))} <= {2, 3}
+    with pytest.raises(InputError, match=r"no length of task 'sort' lies in 20\.\.30"):
+        sample_inputs(task, 5, 0, (20, 30))
+    with pytest.raises(NoTargetsError, match="has no exact targets"):
+        target_function(type("M", (), {"kind": "pretrained", "name": "gpt"})())

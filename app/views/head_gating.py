@@ -10,10 +10,8 @@ one dataset needs and another does not.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-import numpy as np
 import streamlit as st
 
 from analysis.contrastive_gating import ContrastiveGatingResult, fit_contrastive_head_gates
@@ -30,6 +28,7 @@ from analysis.head_gating import HeadGatingOptions, HeadGatingResult, fit_head_g
 from app.views.inputs import model_key, open_in_attention
 from models import LoadedModel
 from models.corpus import load_corpus, split_corpus
+from models.targets import output_ids, sample_inputs, target_function
 
 SCORES = ("facilitation", "interference", "irrelevance")
 #: Fit defaults per model family: the authors' lr 1.0 + clip 1.0 everywhere (compiled models
@@ -54,65 +53,8 @@ class DatasetChoice:
 
 
 # -- data --------------------------------------------------------------------------------------
-def _target_fn(model: LoadedModel) -> tuple[Callable[[list], list], str]:
-    """The exact target function of a task or library RASP model and a data name."""
-    if model.kind == "task":
-        from models.tasks import get_task
-
-        task = get_task(model.provenance.get("task", model.spec.name))
-        return task.target, f"task:{task.name}"
-    if model.kind == "rasp":
-        from rasp import LIBRARY, evaluate
-
-        entry = LIBRARY.get(model.spec.name)
-        if entry is None:
-            raise OptionError(
-                f"no interpreter program is known for {model.name!r}: head gating needs exact "
-                f"targets; library programs: {', '.join(sorted(LIBRARY))}"
-            )
-        program = entry.build()
-        return (lambda seq: evaluate(program, seq)), f"rasp:{entry.name}"
-    raise OptionError(
-        f"head gating needs exact targets; {model.name!r} ({model.kind}) has none. "
-        "Use a task:<name> or rasp:<program> model, or a text model."
-    )
-
-
-def _sample_inputs(model: LoadedModel, n: int, lengths: tuple[int, int], seed: int) -> list:
-    """``n`` random inputs with lengths in ``lengths`` (the task's sampler for task models)."""
-    rng = np.random.default_rng(seed)
-    lo, hi = lengths
-    if model.kind == "task":
-        from models.tasks import get_task
-
-        task = get_task(model.provenance.get("task", model.spec.name))
-        allowed = [k for k in task.lengths if lo <= k <= hi]
-        if not allowed:
-            raise OptionError(
-                f"no length of task {task.name!r} lies in {lo}..{hi}; its lengths: "
-                f"{', '.join(map(str, task.lengths))}"
-            )
-        return [task.sample(1, rng, length=int(rng.choice(allowed)))[0] for _ in range(n)]
-    values = list(model.codec.input_values)
-    out = []
-    for _ in range(n):
-        k = int(rng.integers(lo, hi + 1))
-        if model.spec.name == "sort_unique":  # its keys must be distinct
-            out.append([values[i] for i in rng.permutation(len(values))[: min(k, len(values))]])
-        else:
-            out.append([values[int(i)] for i in rng.integers(0, len(values), size=k)])
-    return out
-
-
 def _codec_data(model: LoadedModel, seqs: list, name: str) -> GatingData:
-    target, _ = _target_fn(model)
-    space = model.codec.output_vocab
-    index = None if space is None else {v: i for i, v in enumerate(space)}
-    outs = [
-        [None if v is None else (float(v) if index is None else index[v]) for v in target(s)]
-        for s in seqs
-    ]
-    return task_data(model, seqs, outs, name=name)
+    return task_data(model, seqs, output_ids(model, seqs), name=name)
 
 
 def _text_chunks(text: str) -> list[str]:
@@ -128,10 +70,10 @@ def build_data(model: LoadedModel, choice: DatasetChoice) -> tuple[GatingData, G
     if choice.source == "samples":
         if choice.n < 1:
             raise OptionError(f"the sample count must be at least 1, got {choice.n}")
-        _, name = _target_fn(model)
-        label = f"{name} samples (len {choice.lengths[0]}–{choice.lengths[1]})"
-        fit = _sample_inputs(model, choice.n, choice.lengths, choice.seed)
-        held = _sample_inputs(model, max(16, choice.n // 2), choice.lengths, choice.seed + 1)
+        target_function(model)  # no exact targets: a clear error before sampling
+        label = f"{model.name} samples (len {choice.lengths[0]}–{choice.lengths[1]})"
+        fit = sample_inputs(model, choice.n, choice.seed, choice.lengths)
+        held = sample_inputs(model, max(16, choice.n // 2), choice.seed + 1, choice.lengths)
         return _codec_data(model, fit, label), _codec_data(model, held, f"{label}, held out")
     if choice.source == "typed":
         seqs = [[model.codec.parse_value(t) for t in line.split()] for line in choice.lines]

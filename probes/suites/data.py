@@ -12,74 +12,29 @@ import random
 from collections.abc import Callable, Hashable
 from typing import Any
 
-import numpy as np
-
 from analysis.gating_data import GatingData, next_token_data, task_data
+from models import targets
 from probes.errors import SuiteNotApplicable
 
 
 def target_function(model: Any) -> Callable[[list], list]:
-    """The exact per-position target function of a task, Transformer Program or library RASP
-    model (``None`` where a position is not scored).
-
-    Raises:
-        SuiteNotApplicable: for a model with no known target function.
-    """
-    if model.kind == "task":
-        from models.tasks import get_task
-
-        return get_task(model.provenance.get("task", model.spec.name)).target
-    if model.kind == "program":
-        from models.program_tasks import program_task
-
-        return program_task(model.spec.name).target
-    if model.kind == "rasp":
-        from rasp import LIBRARY, evaluate
-
-        entry = LIBRARY.get(model.spec.name)
-        if entry is None:
-            raise SuiteNotApplicable(
-                f"{model.name!r} is not a library RASP program, so its targets are unknown; "
-                f"library: {', '.join(sorted(LIBRARY))}"
-            )
-        program = entry.build()
-        return lambda seq: evaluate(program, seq)
-    raise SuiteNotApplicable(f"{model.name!r} ({model.kind}) has no task targets")
+    """``models.targets.target_function``, as ``SuiteNotApplicable`` when there is none."""
+    try:
+        return targets.target_function(model)
+    except targets.NoTargetsError as exc:
+        raise SuiteNotApplicable(str(exc)) from exc
 
 
 def sample_inputs(model: Any, n: int, seed: int) -> list[list[Hashable]]:
     """``n`` seeded random inputs of a task-vocabulary model (any length it accepts)."""
-    rng = np.random.default_rng(seed)
-    if model.kind == "task":
-        from models.tasks import get_task
-
-        return get_task(model.provenance.get("task", model.spec.name)).sample(n, rng)
-    if model.kind == "program":
-        from models.program_tasks import program_task
-
-        return program_task(model.spec.name).sample(n, rng)
-    values = list(model.codec.vocab[1:])
-    out = []
-    for _ in range(n):
-        k = int(rng.integers(1, model.codec.max_len + 1))
-        if model.spec.name == "sort_unique":  # its keys must be distinct
-            out.append([values[i] for i in rng.permutation(len(values))[: min(k, len(values))]])
-        else:
-            out.append([values[int(i)] for i in rng.integers(0, len(values), size=k)])
-    return out
+    return targets.sample_inputs(model, n, seed)
 
 
 def codec_dataset(model: Any, n: int, seed: int, name: str) -> GatingData:
     """Random inputs of a task/RASP model and their exact targets as ``GatingData``."""
-    target = target_function(model)
+    target_function(model)  # not applicable -> SuiteNotApplicable
     seqs = sample_inputs(model, n, seed)
-    space = model.codec.output_vocab
-    index = None if space is None else {v: i for i, v in enumerate(space)}
-    outs = [
-        [None if v is None else (float(v) if index is None else index[v]) for v in target(s)]
-        for s in seqs
-    ]
-    return task_data(model, seqs, outs, name=name)
+    return task_data(model, seqs, targets.output_ids(model, seqs), name=name)
 
 
 def text_dataset(model: Any, n: int, max_len: int, seed: int, name: str) -> GatingData:
