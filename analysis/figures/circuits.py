@@ -136,7 +136,7 @@ def circuit_delta_figure(diff: CircuitDiff, n_layers: int, n_heads: int) -> go.F
             _outline(fig, nodes, n_heads, STATUS_COLOURS[status], status)
     _axes(fig, n_layers, cols)
     fig.update_layout(legend=dict(orientation="h", y=-0.2))
-    return base_layout(fig, "Change b − a (relative score); outlined: added / removed",
+    return base_layout(fig, "Change b − a (relative)",
                        height=max(280, min(900, 80 + 34 * n_layers)))  # fmt: skip
 
 

@@ -31,6 +31,8 @@ from app.views.head_gating import DatasetChoice, build_data, dataset_input
 from app.views.inputs import model_key, open_in_attention
 from models import LoadedModel, load_model
 
+#: Models with at most this many nodes default to exact mean ablation.
+EXACT_UP_TO = 64
 MODES = ("Two datasets", "Two checkpoints", "Fine-tuned", "Two models")
 METHODS = {
     "attribution": "Node attribution (integrated gradients)",
@@ -132,8 +134,12 @@ def _no_roles(settings: CircuitSettings) -> CircuitSettings:
 def settings_input(model: LoadedModel) -> CircuitSettings:
     """Method, membership cut and ablation."""
     methods = [m for m in METHODS if m != "roles" or model.head_roles]
+    # Exact ablation costs one pass per node: the default where that is cheap and the
+    # first-order estimate would be the less trustworthy choice.
+    small = model.cfg.n_layers * (model.cfg.n_heads + 1) <= EXACT_UP_TO
     c1, c2, c3 = st.columns([2, 1, 1])
-    method = c1.selectbox("Method", methods, format_func=METHODS.get, key="circ.method")
+    method = c1.selectbox("Method", methods, index=methods.index("exact" if small else "attribution"),
+                          format_func=METHODS.get, key="circ.method")  # fmt: skip
     fraction = c2.slider("Member cut (share of the top score)", 0.01, 0.9, 0.1,
                          key="circ.fraction", disabled=method in ("chg", "roles"))  # fmt: skip
     ablation = c3.radio("Ablation", ["mean", "zero"], horizontal=True, key="circ.ablation")
