@@ -31,8 +31,8 @@ import torch
 from scipy.stats import spearmanr
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from analysis.activation_patching import activation_patching_edges
 from analysis.edge_attribution import (
-    activation_patching_edges,
     corrupt_tokens,
     edge_attribution_scores,
     logit_diff_metric,

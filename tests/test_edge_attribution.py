@@ -11,9 +11,8 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from analysis.activation_patching import activation_patching_edges, activation_patching_nodes
 from analysis.edge_attribution import (
-    activation_patching_edges,
-    activation_patching_nodes,
     corrupt_tokens,
     edge_attribution_patching,
     edge_attribution_scores,
