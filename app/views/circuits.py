@@ -13,9 +13,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import streamlit as st
+import torch
 
 from analysis.circuit_diff import CircuitDiff, diff_circuits
-from analysis.circuits import Circuit, circuit_from_gating, model_circuit_from_roles
+from analysis.circuits import (
+    Circuit,
+    circuit_from_gating,
+    model_circuit_from_roles,
+    split_edge,
+)
 from analysis.errors import OptionError
 from analysis.faithfulness import circuit_faithfulness
 from analysis.figures.circuits import (
@@ -38,6 +44,7 @@ METHODS = {
     "attribution": "Node attribution (integrated gradients)",
     "exact": "Exact mean ablation (one pass per node)",
     "chg": "Causal head gating (heads only)",
+    "eap": "Edge attribution patching (EAP-IG, edges)",
     "roles": "Compiled roles (ground truth)",
 }
 
@@ -56,6 +63,8 @@ def find_circuit(model: LoadedModel, data: GatingData, settings: CircuitSettings
     """The circuit of ``model`` on ``data`` by the chosen method."""
     if settings.method == "roles":
         return model_circuit_from_roles(model)
+    if settings.method == "eap":
+        return _eap_circuit(model, data, settings.fraction)
     if settings.method == "chg":
         options = HeadGatingOptions(steps=settings.chg_steps, n_seeds=2, batch_size=16)
         return circuit_from_gating(fit_head_gates(model, data, options=options))
@@ -63,6 +72,33 @@ def find_circuit(model: LoadedModel, data: GatingData, settings: CircuitSettings
     found = node_attribution(model, data, estimate=estimate)  # type: ignore[arg-type]
     cut = settings.fraction * max(0.0, float(found.node_scores.max()))
     return found.with_members(n for n, s in found.scores().items() if s > 0 and s >= cut)
+
+
+def _eap_circuit(model: LoadedModel, data: GatingData, fraction: float) -> Circuit:
+    """EAP-IG (5 steps) on the data's most common length: clean = its rows, corrupted = the
+    same rows with every real token redrawn; metric = mean log-prob of the targets. Member
+    edges score at least ``fraction`` of the top |score|; member nodes are those they touch."""
+    from analysis.edge_attribution import (
+        corrupt_tokens,
+        edge_attribution_patching,
+        target_logprob_metric,
+    )
+
+    length, rows = max(data.length_groups().items(), key=lambda kv: len(kv[1]))
+    rows = rows[:64]
+    tokens, targets, mask, _ = data.rows(rows, length)
+    if not bool(mask.any()):
+        raise OptionError(f"no supervised position in the {len(rows)} rows of length {length}")
+    gen = torch.Generator().manual_seed(0)
+    corrupted = corrupt_tokens(tokens, model.cfg.d_vocab, generator=gen)
+    metric = target_logprob_metric(targets.masked_fill(~mask, -100))
+    found = edge_attribution_patching(model, tokens, corrupted, metric, ig_steps=5,
+                                      data_name=f"{data.name} (len {length})")  # fmt: skip
+    scores = found.edge_scores.abs()
+    edges = frozenset(e for e, v in zip(found.edges, scores.tolist(), strict=True)
+                      if v > 0 and v >= fraction * float(scores.max()))  # fmt: skip
+    touched = {n for e in edges for n in split_edge(e)} & set(found.nodes)
+    return replace(found, members=frozenset(touched), edge_members=edges)
 
 
 def _faith(model: LoadedModel, data: GatingData, circuit: Circuit, ablation: str) -> dict:
