@@ -311,3 +311,19 @@ def test_circuits_page_checkpoints_need_a_task_model():
     at.segmented_control(key="circ.mode").set_value("Two checkpoints").run()
     assert not at.exception
     assert any("this comparison trains a task model" in e.value for e in at.error)
+
+
+def test_circuits_page_checkpoints_with_edge_attribution_on_induction():
+    at = run_page("circuits", "task:induction")
+    at.segmented_control(key="circ.mode").set_value("Two checkpoints").run()
+    at.number_input(key="circ.early").set_value(0)
+    at.number_input(key="circ.late").set_value(300)
+    at.selectbox(key="circ.method").set_value("eap").run()
+    at.button(key="circ.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert any("step 0 0.0, step 300 1.0" in c.value for c in at.caption)
+    nodes, faith = at.dataframe[0].value.set_index("node"), at.dataframe[1].value
+    # Trained: both heads carry the answer (EAP-IG node effects of several nats); faithful.
+    assert nodes.loc["L1H0", "in_b"] and abs(nodes.loc["L1H0", "score_b"]) > 1.0
+    assert faith.loc[1, "faithfulness"] > 0.99
