@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
+from analysis.activation_patching import activation_patching_edges
 from analysis.circuit_diff import diff_circuits
+from analysis.edge_attribution import edge_attribution_patching, logit_diff_metric
 from analysis.faithfulness import ablated_loss, ablation_means, circuit_faithfulness
 from analysis.gating_data import from_token_batch, next_token_data
 from analysis.head_scores import HeadScoreOptions, run_head_scores
@@ -44,6 +46,27 @@ def _by_head(grid: torch.Tensor) -> dict[str, float]:
     }
 
 
+def _induction_pair(lm):
+    """Clean ``[BOS, x, x]`` (x: 7 distinct tokens), corrupted = first half redrawn, and a
+    metric factory: logit difference at the last position, clean answer minus the corrupted
+    model's answer (the induction circuit's job: copy what followed the earlier x)."""
+    gen = torch.Generator().manual_seed(0)
+    half = torch.stack([torch.randperm(10, generator=gen)[:7] + 1 for _ in range(64)])
+    other = torch.stack([torch.randperm(10, generator=gen)[:7] + 1 for _ in range(64)])
+    bos = torch.zeros(64, 1, dtype=torch.long)
+    clean = torch.cat([bos, half, half], dim=1)
+    corrupted = torch.cat([bos, other, half], dim=1)
+
+    def metric(model):
+        with torch.no_grad():
+            right = model(clean)[:, -1].argmax(-1)
+            wrong = model(corrupted)[:, -1]
+        wrong[torch.arange(64), right] = -1e9
+        return logit_diff_metric(right, wrong.argmax(-1), -1)
+
+    return clean, corrupted, metric
+
+
 def checkpoints() -> dict:
     from models.finetune import train_snapshots
     from probes.suites.data import codec_dataset
@@ -53,7 +76,8 @@ def checkpoints() -> dict:
     snaps, report = train_snapshots("induction", steps, evaluate=1000)
     train_s = time.perf_counter() - start
     data = codec_dataset(snaps[-1], 300, 1, "300 induction inputs")
-    out, prev = [], None
+    clean, corrupted, metric = _induction_pair(snaps[-1])
+    out, prev, prev_edges = [], None, None
     for step, lm in zip(steps, snaps, strict=True):
         circuit = node_attribution(lm, data, estimate="exact", threshold=0.1)
         scores = run_head_scores(lm, HeadScoreOptions(n_sequences=16, seed=0))
@@ -68,12 +92,22 @@ def checkpoints() -> dict:
             if circuit.members
             else None,
         }
+        eap = edge_attribution_patching(lm, clean, corrupted, metric(lm), ig_steps=5)
+        exact = activation_patching_edges(lm, clean, corrupted, metric(lm))
+        row["eap_ig5_edges"] = {e: round(v, 3) for e, v in eap.edge_score_map().items()}
+        row["exact_edges"] = {e: round(v, 3) for e, v in exact.edge_score_map().items()}
+        row["eap_ig5_member_edges"] = sorted(eap.edge_members)
         if prev is not None:
             d = diff_circuits(prev, circuit)
             row["vs_previous"] = {k: d.summary()[k] for k in ("jaccard", "spearman", "nodes")}
             row["added"], row["removed"] = d.nodes_with("added"), d.nodes_with("removed")
+            de = diff_circuits(prev_edges, eap)
+            row["edges_vs_previous"] = {
+                "edge_jaccard": de.edge_jaccard, "edge_spearman": de.edge_spearman,
+                "statuses": de.edge_frame.set_index("edge")["status"].to_dict(),
+            }  # fmt: skip
         out.append(row)
-        prev = circuit
+        prev, prev_edges = circuit, eap
     return {"model": "task:induction architecture (2 layers x 1 head, attn-only, d_model 64), "
                      "trained afresh with seed 0",
             "train_seconds": round(train_s, 1), "losses_every_50": report.losses,
@@ -134,8 +168,32 @@ def smollm2(rows: int, length: int) -> dict:
             "spearman_top10": round(float(spearmanr(est, exact).statistic), 3),
             "exact_positive": sum(x > 0 for x in exact),
         }  # fmt: skip
+    # Faithfulness against circuit size: the top-k nodes of each circuit on its own data.
+    curve = {}
+    for circuit, data, mean in zip(circuits, sets, means, strict=True):
+        full = ablated_loss(lm, data, [], max_rows=rows)[0]
+        empty = ablated_loss(lm, data, list(circuit.nodes), means=mean, max_rows=rows)[0]
+        curve[data.name] = {}
+        for k in (10, 30, 60, 120, 200):
+            keep = set(circuit.top_nodes(k))
+            rest = [n for n in circuit.nodes if n not in keep]
+            part = ablated_loss(lm, data, rest, means=mean, max_rows=rows)[0]
+            curve[data.name][k] = round((empty - part) / (empty - full), 4)
+    # Do the heads only the induction circuit has look like induction heads?
+    scores = run_head_scores(lm, HeadScoreOptions(n_sequences=8, seed=0)).scores["induction"]
+    only_b = [n for n in diff.nodes_with("added") if "H" in n]
+    ind = {
+        n: round(float(scores[int(n[1:].split("H")[0]), int(n.split("H")[1])]), 3) for n in only_b
+    }
+    ranks = scores.flatten().argsort(descending=True).argsort()
+    top_ranks = {n: int(ranks[int(n[1:].split("H")[0]) * scores.shape[1] + int(n.split("H")[1])]) + 1
+                 for n in only_b}  # fmt: skip
     summary = diff.summary()
     return {
+        "faithfulness_by_size": curve,
+        "induction_score_of_induction_only_heads": ind,
+        "their_rank_among_270_heads": top_ranks,
+        "median_induction_score": round(float(scores.median()), 3),
         "model": "smollm2-135m (real weights, GGUF, hooked)",
         "rows": rows, "tokens_per_row": length + 1,
         "sets": [d.name for d in sets],
