@@ -36,7 +36,8 @@ class CircuitDiff:
             ``head``, ``score_a``, ``score_b``, ``delta``, ``in_a``, ``in_b``, ``status``,
             ``confidence`` (of the alignment; 1.0 for same-architecture diffs).
         edge_frame: the same per edge (empty unless both circuits have edges).
-        jaccard: |members a & b| / |members a | b| over aligned nodes.
+        jaccard: |members a & b| / |members a | b| over aligned nodes (NaN when neither
+            circuit has an aligned member: there is nothing to compare).
         top_k, top_k_jaccard: the k compared and the Jaccard of the two top-k sets.
         spearman: rank correlation of node scores over aligned nodes (NaN if constant).
         edge_jaccard, edge_spearman: the same over edges (NaN without edges).
@@ -127,7 +128,7 @@ def _status(in_a: bool, in_b: bool, sa: float, sb: float, tol: float) -> str:
 
 def _jaccard(x: set[str], y: set[str]) -> float:
     union = x | y
-    return len(x & y) / len(union) if union else 1.0
+    return len(x & y) / len(union) if union else float("nan")
 
 
 def _spearman(xs: list[float], ys: list[float]) -> float:

@@ -331,6 +331,10 @@ def show_comparison(model: LoadedModel, comp: Comparison) -> None:
     diff, a, b = comp.diff, comp.a, comp.b
     for note in comp.notes:
         st.caption(note)
+    if diff.frame.empty:
+        st.warning("No node of B is aligned with a node of A, so there is nothing to compare: "
+                   "the two models share no confidently matched head. Each circuit is shown "
+                   "on its own below.", icon=":material/link_off:")  # fmt: skip
     m = st.columns(5)
     m[0].metric("Jaccard (members)", f"{diff.jaccard:.2f}")
     m[1].metric(f"Top-{diff.top_k} Jaccard", f"{diff.top_k_jaccard:.2f}")
