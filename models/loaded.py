@@ -124,9 +124,23 @@ class LoadedModel:
             )
         return tokens
 
-    def to_str_tokens(self, inputs: str | Sequence[Hashable]) -> list[str]:
-        """String labels of the tokens ``to_tokens`` makes (one per position)."""
-        tokens = self.to_tokens(inputs)
+    def to_str_tokens(self, inputs: str | Sequence[Hashable] | torch.Tensor) -> list[str]:
+        """String labels of the tokens ``to_tokens`` makes (one per position), or of an id
+        tensor (``[pos]`` or ``[1, pos]``) as TransformerLens' ``to_str_tokens`` takes.
+
+        Raises:
+            InputError: bad inputs, or a tensor of several rows or with ids outside the vocabulary.
+        """
+        if isinstance(inputs, torch.Tensor):
+            tokens = inputs.reshape(1, -1) if inputs.ndim == 1 else inputs
+            if tokens.ndim != 2 or tokens.shape[0] != 1:
+                raise InputError(
+                    f"expected ids of shape [pos] or [1, pos], got {tuple(inputs.shape)}"
+                )
+            if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.d_vocab):
+                raise InputError(f"token ids must lie in 0..{self.cfg.d_vocab - 1}")
+        else:
+            tokens = self.to_tokens(inputs)
         if self.codec is not None:
             return [str(self.codec.vocab[i]) for i in tokens[0].tolist()]
         return list(self.model.to_str_tokens(tokens[0]))

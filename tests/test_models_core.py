@@ -148,3 +148,19 @@ def test_atomic_folder_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("killed")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_loaded_model_labels_an_id_tensor_like_transformer_lens():
+    import torch
+
+    from models import load_model
+    from models.errors import InputError
+
+    lm = load_model("task:sort")
+    ids = lm.to_tokens([3, 1, 2])
+    assert lm.to_str_tokens(ids) == lm.to_str_tokens([3, 1, 2]) == ["BOS", "3", "1", "2"]
+    assert lm.to_str_tokens(ids[0]) == ["BOS", "3", "1", "2"]
+    with pytest.raises(InputError, match=r"shape \[pos\] or \[1, pos\], got \(2, 4\)"):
+        lm.to_str_tokens(ids.repeat(2, 1))
+    with pytest.raises(InputError, match=r"token ids must lie in 0\.\.8"):
+        lm.to_str_tokens(torch.tensor([0, 99]))
