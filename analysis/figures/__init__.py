@@ -5,6 +5,12 @@ from analysis.figures.attention import (
     head_scores_figure,
     layer_grid_figure,
 )
+from analysis.figures.circuits import (
+    circuit_delta_figure,
+    circuit_graph_figure,
+    circuit_map_figure,
+)
+from analysis.figures.circuits_matching import matching_figure
 from analysis.figures.gating import (
     ablation_figure,
     contrastive_map_figure,
@@ -22,6 +28,9 @@ from analysis.figures.probes import lens_accuracy_figure, linear_probe_figure
 __all__ = [
     "ablation_figure",
     "attention_pattern_figure",
+    "circuit_delta_figure",
+    "circuit_graph_figure",
+    "circuit_map_figure",
     "contrastive_map_figure",
     "gating_loss_figure",
     "gating_map_figure",
@@ -32,5 +41,6 @@ __all__ = [
     "lens_curve_figure",
     "lens_grid_figure",
     "linear_probe_figure",
+    "matching_figure",
     "residual_figure",
 ]
