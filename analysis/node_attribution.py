@@ -65,12 +65,13 @@ def attribution_scores(
         # Gradients must reach the nodes even when the weights are frozen.
         return embed.detach().requires_grad_(True)
 
-    def move(alpha: float, length: int) -> Any:
+    def move(name: str, alpha: float, length: int) -> Any:
+        # The name is bound here: a TransformerBridge reports its own name for an alias.
         def hook(act: Tensor, hook: Any) -> Tensor:
             if alpha:
-                act = act + alpha * (means[hook.name][:length].to(act.device, act.dtype) - act)
+                act = act + alpha * (means[name][:length].to(act.device, act.dtype) - act)
             act.retain_grad()
-            saved[hook.name] = act
+            saved[name] = act
             return act
 
         return hook
@@ -86,7 +87,7 @@ def attribution_scores(
             grads = {n: torch.zeros_like(cache[n], dtype=torch.float32) for n in names}
             for alpha in alphas:
                 saved.clear()
-                hooks = [("hook_embed", lift)] + [(n, move(alpha, length)) for n in names]
+                hooks = [("hook_embed", lift)] + [(n, move(n, alpha, length)) for n in names]
                 with inner.hooks(fwd_hooks=hooks):
                     logits = inner(tokens)
                 loss = _loss_sum(logits, targets, mask.float(), numerical)

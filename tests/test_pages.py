@@ -327,3 +327,17 @@ def test_circuits_page_checkpoints_with_edge_attribution_on_induction():
     # Trained: both heads carry the answer (EAP-IG node effects of several nats); faithful.
     assert nodes.loc["L1H0", "in_b"] and abs(nodes.loc["L1H0", "score_b"]) > 1.0
     assert faith.loc[1, "faithfulness"] > 0.99
+
+
+def test_circuits_page_two_prompt_sets_on_a_text_model(llama_spec):
+    at = run_page("circuits", llama_spec)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    assert at.selectbox(key="circ.method").value == "exact"  # a tiny model: exact by default
+    at.selectbox(key="circ.method").set_value("attribution").run()
+    at.button(key="circ.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    assert len(at.get("plotly_chart")) == 4
+    faith = at.dataframe[1].value
+    assert list(faith["on"].str[:2]) == ["A:", "B:", "B:", "A:"]
+    assert faith["loss_full"].notna().all() and faith["loss_empty"].notna().all()
