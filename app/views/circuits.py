@@ -335,12 +335,14 @@ def show_comparison(model: LoadedModel, comp: Comparison) -> None:
         st.warning("No node of B is aligned with a node of A, so there is nothing to compare: "
                    "the two models share no confidently matched head. Each circuit is shown "
                    "on its own below.", icon=":material/link_off:")  # fmt: skip
-    m = st.columns(5)
-    m[0].metric("Jaccard (members)", f"{diff.jaccard:.2f}")
-    m[1].metric(f"Top-{diff.top_k} Jaccard", f"{diff.top_k_jaccard:.2f}")
-    m[2].metric("Spearman of scores", f"{diff.spearman:.2f}")
-    m[3].metric("Faithfulness A", f"{comp.faithfulness[0]['faithfulness']:.2f}")
-    m[4].metric("Faithfulness B", f"{comp.faithfulness[1]['faithfulness']:.2f}")
+    m = st.columns(6)
+    m[0].metric("Aligned nodes", f"{len(diff.frame)}",
+                help=f"unaligned: {len(diff.unaligned_a)} of A, {len(diff.unaligned_b)} of B")  # fmt: skip
+    m[1].metric("Jaccard (members)", f"{diff.jaccard:.2f}")
+    m[2].metric(f"Top-{diff.top_k} Jaccard", f"{diff.top_k_jaccard:.2f}")
+    m[3].metric("Spearman of scores", f"{diff.spearman:.2f}")
+    m[4].metric("Faithfulness A", f"{comp.faithfulness[0]['faithfulness']:.2f}")
+    m[5].metric("Faithfulness B", f"{comp.faithfulness[1]['faithfulness']:.2f}")
     c1, c2, c3 = st.columns(3)
     events = []
     for col, circuit, name in ((c1, a, "A"), (c2, b, "B")):
