@@ -21,7 +21,7 @@ from torch import Tensor
 
 from analysis.circuits import Circuit, parse_node
 from analysis.errors import OptionError
-from analysis.gating_core import check_data, gated_nll
+from analysis.gating_core import check_data, evaluate_gates
 from analysis.gating_data import GatingData
 from analysis.hooks import attn_z, mlp_out, require_hooks
 from analysis.protocol import hooked_module, model_device
@@ -152,19 +152,10 @@ def ablated_loss(
     max_rows: int = 64,
 ) -> tuple[float, float]:
     """Token-weighted mean loss and accuracy on ``data`` with ``nodes`` ablated."""
-    inner = hooked_module(model)
     hooks = ablation_hooks(nodes, means) if nodes else []
-    total_loss = total_acc = total = 0.0
-    with inner.hooks(fwd_hooks=hooks):
-        for batch in data.batches(max_rows):
-            n = float(batch[2].sum())
-            if n == 0:
-                continue
-            loss, acc = gated_nll(model, None, batch)
-            total_loss += float(loss[0]) * n
-            total_acc += float(acc[0]) * n
-            total += n
-    return total_loss / total, total_acc / total
+    with hooked_module(model).hooks(fwd_hooks=hooks):
+        loss, acc = evaluate_gates(model, data, None, max_rows=max_rows)
+    return float(loss[0]), float(acc[0])
 
 
 def circuit_faithfulness(

@@ -16,24 +16,15 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from analysis.circuits import Circuit, circuit_from_node_scores, mlp_label
+from analysis.circuits import Circuit, circuit_from_node_scores, mlp_label, model_nodes
 from analysis.errors import OptionError
 from analysis.faithfulness import ablated_loss, ablation_means
-from analysis.gating_core import check_data
+from analysis.gating_core import check_data, gated_nll
 from analysis.gating_data import GatingData
 from analysis.hooks import attn_z, head_label, mlp_out
 from analysis.protocol import hooked_module, model_device, model_name
 
 Estimate = Literal["ig", "attribution", "exact"]
-
-
-def _loss_sum(logits: Tensor, targets: Tensor, mask: Tensor, numerical: Tensor | None) -> Tensor:
-    logits = logits.float()
-    if numerical is not None:
-        return (((logits[..., 0] - numerical) ** 2) * mask).sum()
-    logp = torch.log_softmax(logits, dim=-1)
-    picked = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return -(picked * mask).sum()
 
 
 def attribution_scores(
@@ -78,25 +69,28 @@ def attribution_scores(
 
     for length, rows in data.length_groups().items():
         for start in range(0, len(rows), max_rows):
-            tokens, targets, mask, numerical = (
-                None if t is None else t.to(device)
-                for t in data.rows(rows[start : start + max_rows], length)
-            )
-            with torch.no_grad():
-                _, cache = inner.run_with_cache(tokens, names_filter=lambda n: n in names)
-            grads = {n: torch.zeros_like(cache[n], dtype=torch.float32) for n in names}
+            batch = data.rows(rows[start : start + max_rows], length)
+            clean: dict[str, Tensor] = {}
+            if alphas != [0.0]:  # the alpha = 0 pass below sees the clean activations itself
+                with torch.no_grad():
+                    _, cache = inner.run_with_cache(
+                        batch[0].to(device), names_filter=lambda n: n in names
+                    )
+                clean = {n: cache[n].float() for n in names}
+            grads: dict[str, Tensor] = {}
             for alpha in alphas:
                 saved.clear()
                 hooks = [("hook_embed", lift)] + [(n, move(n, alpha, length)) for n in names]
                 with inner.hooks(fwd_hooks=hooks):
-                    logits = inner(tokens)
-                loss = _loss_sum(logits, targets, mask.float(), numerical)
+                    mean_loss, _ = gated_nll(model, None, batch)
                 inner.zero_grad(set_to_none=True)
-                loss.backward()
+                (mean_loss[0] * batch[2].sum()).backward()  # summed over supervised positions
                 for name in names:
-                    grads[name] += saved[name].grad.float() / len(alphas)
+                    part = saved[name].grad.float() / len(alphas)
+                    grads[name] = grads[name] + part if name in grads else part
+                    clean.setdefault(name, saved[name].detach().float())
             for name in names:
-                diff = means[name][:length].to(device) - cache[name].float()
+                diff = means[name][:length].to(device) - clean[name]
                 prod = diff * grads[name]
                 if name in head_totals:  # [batch, pos, head, d_head]
                     head_totals[name] += prod.sum(dim=(0, 1, 3)).cpu()
@@ -117,11 +111,8 @@ def exact_ablation_scores(
     model: Any, data: GatingData, means: dict[str, Tensor], *, max_rows: int = 64
 ) -> dict[str, float]:
     """``{node: loss with the node mean-ablated - loss}``, one forward sweep per node."""
-    cfg = hooked_module(model).cfg
     base, _ = ablated_loss(model, data, [], max_rows=max_rows)
-    nodes = [head_label(layer, h) for layer in range(cfg.n_layers) for h in range(cfg.n_heads)]
-    if not cfg.attn_only:
-        nodes += [mlp_label(layer) for layer in range(cfg.n_layers)]
+    nodes = model_nodes(hooked_module(model))
     return {
         n: ablated_loss(model, data, [n], means=means, max_rows=max_rows)[0] - base for n in nodes
     }
@@ -133,6 +124,7 @@ def node_attribution(
     *,
     top_k: int | None = None,
     threshold: float | None = None,
+    fraction: float = 0.1,
     estimate: Estimate = "ig",
     steps: int = 5,
     max_rows: int = 32,
@@ -144,8 +136,9 @@ def node_attribution(
         data: the task data; the loss is the one CHG uses (NLL of the targets, squared error
             for numerical outputs) on the supervised positions.
         top_k: members = the ``top_k`` nodes of largest positive score.
-        threshold: members = nodes scoring at least this (loss units per position). With
-            neither given, members are the nodes scoring >= 10% of the largest score.
+        threshold: members = nodes scoring at least this (loss units per position).
+        fraction: with neither ``top_k`` nor ``threshold``, members are the nodes scoring at
+            least this share of the largest score.
         estimate: ``ig`` (integrated gradients over ``steps`` points: ``steps`` forward and
             backward passes per batch), ``attribution`` (one point: cheapest, but blind on a
             saturated loss) or ``exact`` (the true per-node mean-ablation effects, one
@@ -181,7 +174,7 @@ def node_attribution(
     if top_k is not None:
         members = sorted(positive, key=lambda n: -positive[n])[:top_k]
     else:
-        cut = threshold if threshold is not None else 0.1 * float(values.clamp(min=0).max())
+        cut = threshold if threshold is not None else fraction * float(values.clamp(min=0).max())
         members = [n for n, s in positive.items() if s >= cut]
     cfg = hooked_module(model).cfg
     return circuit_from_node_scores(
