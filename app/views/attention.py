@@ -7,7 +7,7 @@ import streamlit as st
 from analysis.attention import AttentionResult, run_attention
 from analysis.figures import attention_pattern_figure, head_scores_figure, layer_grid_figure
 from analysis.head_scores import SCORE_NAMES, HeadScoreOptions, HeadScoresResult, run_head_scores
-from app.views.inputs import freeze, model_key, prompt_input, unfreeze
+from app.views.inputs import clicked_cell, freeze, model_key, prompt_input, unfreeze
 from models import LoadedModel
 
 
@@ -27,10 +27,9 @@ def cached_attention(
 
 def _apply_click(event, layer_key: str, head_key: str) -> None:
     """A click on the heatmap chooses that head (once per new click; the inputs stay editable)."""
-    points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if not points:
+    clicked = clicked_cell(event)
+    if clicked is None:
         return
-    clicked = (int(points[0]["y"]), int(points[0]["x"]))
     if st.session_state.get("attn.last_click") != clicked:
         st.session_state["attn.last_click"] = clicked
         st.session_state[layer_key], st.session_state[head_key] = clicked

@@ -23,7 +23,7 @@ from analysis.circuits import (
     split_edge,
 )
 from analysis.errors import OptionError
-from analysis.faithfulness import circuit_faithfulness
+from analysis.faithfulness import ablation_means, circuit_faithfulness
 from analysis.figures.circuits import (
     circuit_delta_figure,
     circuit_graph_figure,
@@ -34,7 +34,7 @@ from analysis.gating_data import GatingData
 from analysis.head_gating import HeadGatingOptions, fit_head_gates
 from analysis.node_attribution import node_attribution
 from app.views.head_gating import DatasetChoice, build_data, dataset_input
-from app.views.inputs import model_key, open_in_attention
+from app.views.inputs import clicked_cell, model_key, open_in_attention
 from models import LoadedModel, load_model
 
 #: Models with at most this many nodes default to exact mean ablation.
@@ -69,9 +69,7 @@ def find_circuit(model: LoadedModel, data: GatingData, settings: CircuitSettings
         options = HeadGatingOptions(steps=settings.chg_steps, n_seeds=2, batch_size=16)
         return circuit_from_gating(fit_head_gates(model, data, options=options))
     estimate = "exact" if settings.method == "exact" else "ig"
-    found = node_attribution(model, data, estimate=estimate)  # type: ignore[arg-type]
-    cut = settings.fraction * max(0.0, float(found.node_scores.max()))
-    return found.with_members(n for n, s in found.scores().items() if s > 0 and s >= cut)
+    return node_attribution(model, data, fraction=settings.fraction, estimate=estimate)  # type: ignore[arg-type]
 
 
 def _eap_circuit(model: LoadedModel, data: GatingData, fraction: float) -> Circuit:
@@ -101,8 +99,10 @@ def _eap_circuit(model: LoadedModel, data: GatingData, fraction: float) -> Circu
     return replace(found, members=frozenset(touched), edge_members=edges)
 
 
-def _faith(model: LoadedModel, data: GatingData, circuit: Circuit, ablation: str) -> dict:
-    f = circuit_faithfulness(model, data, circuit, ablation=ablation)  # type: ignore[arg-type]
+def _faith(
+    model: LoadedModel, data: GatingData, circuit: Circuit, ablation: str, means: dict | None
+) -> dict:
+    f = circuit_faithfulness(model, data, circuit, ablation=ablation, means=means)  # type: ignore[arg-type]
     return f.to_dict()
 
 
@@ -148,14 +148,19 @@ def _compare(
         # Only heads are matched by role; MLPs of different depths are not comparable.
         alignment = {k: v for k, v in alignment.items() if k in b.nodes and v in a.nodes}
     diff = diff_circuits(a, b, alignment=alignment, confidence=confidence)
+    # Mean activations once per (model, data), shared by both circuits run on that data.
+    mean = settings.ablation == "mean"
+    means_a = ablation_means(a_model, a_data) if mean else None
+    means_b = ablation_means(b_model, b_data) if mean else None
+    ab = settings.ablation
     faith = [
-        {**_faith(a_model, a_data, a, settings.ablation), "circuit": "A", "on": a_data.name},
-        {**_faith(b_model, b_data, b, settings.ablation), "circuit": "B", "on": b_data.name},
+        {**_faith(a_model, a_data, a, ab, means_a), "circuit": "A", "on": a_data.name},
+        {**_faith(b_model, b_data, b, ab, means_b), "circuit": "B", "on": b_data.name},
     ]
     if cross:  # each circuit on the other's data (same model shape)
         faith += [
-            {**_faith(b_model, b_data, a, settings.ablation), "circuit": "A", "on": b_data.name},
-            {**_faith(a_model, a_data, b, settings.ablation), "circuit": "B", "on": a_data.name},
+            {**_faith(b_model, b_data, a, ab, means_b), "circuit": "A", "on": b_data.name},
+            {**_faith(a_model, a_data, b, ab, means_a), "circuit": "B", "on": a_data.name},
         ]
     summary = {k: faith[i]["faithfulness"] for i, k in enumerate(("a", "b"))}
     diff = diff.with_faithfulness({"faithfulness": summary["a"]}, {"faithfulness": summary["b"]})
@@ -319,13 +324,6 @@ def _align(model: LoadedModel, other: LoadedModel):
 
 
 # -- results ---------------------------------------------------------------------------------
-def _clicked(event, n_heads: int) -> str | None:
-    points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if not points:
-        return None
-    return map_node(int(points[0]["y"]), int(points[0]["x"]), n_heads)
-
-
 def show_comparison(model: LoadedModel, comp: Comparison) -> None:
     """Metrics, maps, graph, table and faithfulness of one comparison."""
     diff, a, b = comp.diff, comp.a, comp.b
@@ -354,9 +352,12 @@ def show_comparison(model: LoadedModel, comp: Comparison) -> None:
     with c3:
         st.plotly_chart(circuit_delta_figure(diff, a.n_layers, a.n_heads), width="stretch")
     for circuit, event in events:
-        node = _clicked(event, circuit.n_heads)
-        if node is not None:
-            st.session_state["circ.selected"] = (circuit.model_name, node)
+        cell = clicked_cell(event)
+        if cell is not None:
+            st.session_state["circ.selected"] = (
+                circuit.model_name,
+                map_node(*cell, circuit.n_heads),
+            )
     selected = st.session_state.get("circ.selected")
     if selected and selected[1].split("H")[-1].isdigit():
         owner, node = selected

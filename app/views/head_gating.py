@@ -25,7 +25,7 @@ from analysis.figures import (
 from analysis.gating_ablation import AblationCheck, ablation_check
 from analysis.gating_data import GatingData, next_token_data, task_data
 from analysis.head_gating import HeadGatingOptions, HeadGatingResult, fit_head_gates
-from app.views.inputs import model_key, open_in_attention
+from app.views.inputs import clicked_cell, model_key, open_in_attention
 from models import LoadedModel
 from models.corpus import load_corpus, split_corpus
 from models.targets import output_ids, sample_inputs, target_function
@@ -205,13 +205,6 @@ def _progress_bar(stages: tuple[str, ...], steps: int):
 
 
 # -- results -----------------------------------------------------------------------------------
-def _selected_head(event) -> tuple[int, int] | None:
-    points = (event or {}).get("selection", {}).get("points", []) if event else []
-    if not points:
-        return None
-    return int(points[0]["y"]), int(points[0]["x"])
-
-
 def show_result(model: LoadedModel, result: HeadGatingResult, check: AblationCheck) -> None:
     """Maps, selected head, loss curves, the table and the ablation check."""
     key = model_key(model)
@@ -229,7 +222,7 @@ def show_result(model: LoadedModel, result: HeadGatingResult, check: AblationChe
     with right:
         score = st.selectbox("Score map", SCORES, key="chg.score")
         st.plotly_chart(gating_map_figure(result, score), width="stretch")
-    clicked = _selected_head(event)
+    clicked = clicked_cell(event)
     if clicked is not None:
         st.session_state["chg.selected"] = clicked
     selected = st.session_state.get("chg.selected")

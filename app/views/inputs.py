@@ -54,6 +54,15 @@ def unfreeze(inputs: str | tuple) -> str | list:
     return inputs if isinstance(inputs, str) else list(inputs)
 
 
+def clicked_cell(event) -> tuple[int, int] | None:
+    """``(row, column)`` (``(layer, head)`` on a layer x head map) of the first point a
+    ``st.plotly_chart(on_select="rerun")`` event selected, or ``None``."""
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    if not points:
+        return None
+    return int(points[0]["y"]), int(points[0]["x"])
+
+
 def open_in_attention(model: LoadedModel, layer: int, head: int) -> None:
     """Preselect ``layer``/``head`` on the attention page and switch to it."""
     key = model_key(model)
