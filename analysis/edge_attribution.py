@@ -144,6 +144,21 @@ def logit_diff_metric(correct_ids: Any, wrong_ids: Any, positions: Any = -1) -> 
     return metric
 
 
+def answer_metric(model: Any, clean: Tensor, corrupted: Tensor) -> Metric:
+    """Logit difference at the last position between the model's answer on each clean row and
+    its answer on the corrupted row (the runner-up where both agree): what patching moves.
+
+    Example:
+        >>> m = answer_metric(lm, clean, corrupted)   # doctest: +SKIP
+    """
+    inner = hooked_module(model)
+    with torch.no_grad():
+        right, wrong = inner(clean)[:, -1], inner(corrupted)[:, -1]
+    right_id = right.argmax(-1)
+    wrong[torch.arange(len(right_id)), right_id] = -1e9
+    return logit_diff_metric(right_id, wrong.argmax(-1), -1)
+
+
 def target_logprob_metric(targets: Tensor, mask: Tensor | None = None) -> Metric:
     """Mean log-probability of the targets over supervised positions (``GatingData`` layout).
 

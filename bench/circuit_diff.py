@@ -29,7 +29,7 @@ from scipy.stats import spearmanr
 
 from analysis.activation_patching import activation_patching_edges
 from analysis.circuit_diff import diff_circuits
-from analysis.edge_attribution import edge_attribution_patching, logit_diff_metric
+from analysis.edge_attribution import answer_metric, edge_attribution_patching
 from analysis.faithfulness import ablated_loss, ablation_means, circuit_faithfulness
 from analysis.gating_data import from_token_batch, next_token_data
 from analysis.head_scores import HeadScoreOptions, run_head_scores
@@ -46,25 +46,14 @@ def _by_head(grid: torch.Tensor) -> dict[str, float]:
     }
 
 
-def _induction_pair(lm):
-    """Clean ``[BOS, x, x]`` (x: 7 distinct tokens), corrupted = first half redrawn, and a
-    metric factory: logit difference at the last position, clean answer minus the corrupted
-    model's answer (the induction circuit's job: copy what followed the earlier x)."""
+def _induction_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    """Clean ``[BOS, x, x]`` (x: 7 distinct tokens) and corrupted = first half redrawn: the
+    induction circuit's job is to copy what followed the earlier x."""
     gen = torch.Generator().manual_seed(0)
     half = torch.stack([torch.randperm(10, generator=gen)[:7] + 1 for _ in range(64)])
     other = torch.stack([torch.randperm(10, generator=gen)[:7] + 1 for _ in range(64)])
     bos = torch.zeros(64, 1, dtype=torch.long)
-    clean = torch.cat([bos, half, half], dim=1)
-    corrupted = torch.cat([bos, other, half], dim=1)
-
-    def metric(model):
-        with torch.no_grad():
-            right = model(clean)[:, -1].argmax(-1)
-            wrong = model(corrupted)[:, -1]
-        wrong[torch.arange(64), right] = -1e9
-        return logit_diff_metric(right, wrong.argmax(-1), -1)
-
-    return clean, corrupted, metric
+    return torch.cat([bos, half, half], dim=1), torch.cat([bos, other, half], dim=1)
 
 
 def checkpoints() -> dict:
@@ -76,7 +65,7 @@ def checkpoints() -> dict:
     snaps, report = train_snapshots("induction", steps, evaluate=1000)
     train_s = time.perf_counter() - start
     data = codec_dataset(snaps[-1], 300, 1, "300 induction inputs")
-    clean, corrupted, metric = _induction_pair(snaps[-1])
+    clean, corrupted = _induction_pair()
     out, prev, prev_edges = [], None, None
     for step, lm in zip(steps, snaps, strict=True):
         circuit = node_attribution(lm, data, estimate="exact", threshold=0.1)
@@ -92,8 +81,9 @@ def checkpoints() -> dict:
             if circuit.members
             else None,
         }
-        eap = edge_attribution_patching(lm, clean, corrupted, metric(lm), ig_steps=5)
-        exact = activation_patching_edges(lm, clean, corrupted, metric(lm))
+        metric = answer_metric(lm, clean, corrupted)
+        eap = edge_attribution_patching(lm, clean, corrupted, metric, ig_steps=5)
+        exact = activation_patching_edges(lm, clean, corrupted, metric)
         row["eap_ig5_edges"] = {e: round(v, 3) for e, v in eap.edge_score_map().items()}
         row["exact_edges"] = {e: round(v, 3) for e, v in exact.edge_score_map().items()}
         row["eap_ig5_member_edges"] = sorted(eap.edge_members)
@@ -138,10 +128,8 @@ def smollm2(rows: int, length: int) -> dict:
     circuits, means, timings = [], [], {}
     for data in sets:
         start = time.perf_counter()
-        circuit = node_attribution(lm, data, max_rows=rows)
+        circuits.append(node_attribution(lm, data, max_rows=rows))  # members: >= 10% of top
         timings[data.name] = round(time.perf_counter() - start, 1)
-        cut = 0.1 * float(circuit.node_scores.max())
-        circuits.append(circuit.with_members(n for n, s in circuit.scores().items() if s >= cut))
         means.append(ablation_means(lm, data, max_rows=rows))
     a, b = circuits
     diff = diff_circuits(a, b, top_k=20)

@@ -32,26 +32,11 @@ from scipy.stats import spearmanr
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from analysis.activation_patching import activation_patching_edges
-from analysis.edge_attribution import (
-    corrupt_tokens,
-    edge_attribution_scores,
-    logit_diff_metric,
-)
+from analysis.edge_attribution import answer_metric, corrupt_tokens, edge_attribution_scores
 from models.loader import load_model
 from models.tasks import get_task
 
 RESULTS = Path(__file__).parent / "results" / "eap-cpu-1thread.json"
-
-
-def answer_metric(model, clean, corrupted):
-    """Logit difference at the last position: the clean answer minus the corrupted answer
-    (the runner-up where both agree)."""
-    inner = getattr(model, "model", model)
-    with torch.no_grad():
-        right, wrong = inner(clean)[:, -1], inner(corrupted)[:, -1]
-    right_id = right.argmax(-1)
-    wrong[torch.arange(len(right_id)), right_id] = -1e9
-    return logit_diff_metric(right_id, wrong.argmax(-1), -1)
 
 
 def timed(fn, repeats: int):

@@ -229,3 +229,16 @@ def test_target_logprob_metric_and_corrupt_tokens(sort):
     assert out[:, 0].tolist() == [0, 0] and out[0, 4] == 0 and out[1, 3:].tolist() == [0, 0]
     assert bool(((out[:, 1:3] >= 1) & (out[:, 1:3] <= 8)).all())
     assert (out != tokens).sum() >= 3  # 5 real tokens redrawn from 8 values
+
+
+def test_answer_metric_is_the_margin_of_the_clean_answer():
+    from analysis.edge_attribution import answer_metric
+
+    model = load_model("task:induction")
+    clean = torch.tensor([[0, 3, 5, 7, 3, 5, 7]])
+    logits = model(clean)
+    top2 = logits[0, -1].topk(2).values
+    # Clean and corrupted alike: the wrong answer is the runner-up, so the metric is the margin.
+    margin = answer_metric(model, clean, clean)(logits)
+    assert margin.item() == pytest.approx(float(top2[0] - top2[1]), abs=1e-5)
+    assert margin.item() > 0
