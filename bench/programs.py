@@ -121,8 +121,8 @@ def main() -> None:
             "cores_visible": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
-            "note": "training times were recorded when each program was fitted (1 torch "
-            "thread, niced, on a 2-core machine shared with other jobs)",
+            "note": "training times were recorded when each program was fitted, where "
+            "train_machine says (most: 1 torch thread, niced, on a shared 2-core machine)",
         },
         "tasks": {name: bench_task(name) for name in args.tasks},
     }

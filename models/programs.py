@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -181,12 +182,19 @@ def read_program(folder: Path) -> StoredProgram:
 
 
 def train_and_save_program(
-    name: str, folder: Path | None = None, *, progress: bool = True, **overrides: Any
+    name: str,
+    folder: Path | None = None,
+    *,
+    progress: bool = True,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] | None = None,
+    **overrides: Any,
 ) -> Path:
     """Fit the program of a task with the authors' settings and save it.
 
     ``overrides`` naming a ``FitConfig`` field replace it; the others are stored as they are
-    in ``config.json`` (e.g. ``machine="..."``).
+    in ``config.json`` (e.g. ``machine="..."``). ``device`` is where it trains and
+    ``should_stop`` ends it early, keeping the best program so far (see ``fit_program``).
 
     Returns:
         The program folder.
@@ -195,7 +203,7 @@ def train_and_save_program(
     known = {f.name for f in fields(FitConfig)}
     config = task.fit_config(**{k: v for k, v in overrides.items() if k in known})
     start = time.perf_counter()
-    fitted = fit_program(task, config, progress=progress)
+    fitted = fit_program(task, config, progress=progress, device=device, should_stop=should_stop)
     return save_program(
         folder or program_dir(name),
         fitted,

@@ -148,6 +148,14 @@ def test_fit_stops_when_asked_and_keeps_a_scored_program():
     assert fitted.metrics["interrupted"] and fitted.metrics["steps"] == 7
     assert calls[0][1] == 50 * 4 and calls[0][2] == pytest.approx(3.0)
     assert 0.0 <= fitted.metrics["test_acc"] <= 1.0
+    assert fitted.metrics["device"] == "cpu"
+    assert next(fitted.model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_fit_on_a_missing_gpu_is_a_clear_error():
+    with pytest.raises(ProgramConfigError, match="device='cuda' was asked for, but torch sees no"):
+        fit_program(PreviousToken(), FitConfig(epochs=1, dataset_size=50), device="cuda")
 
 
 def test_rasp_round_trip_interpreter_and_compiled_model_equal_the_program(tiny_fit):

@@ -19,7 +19,7 @@ import copy
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -63,11 +63,15 @@ class FittedProgram:
 def program_accuracy(model: ProgramModel, split: Split, *, batch: int = 4096) -> float:
     """Token accuracy of the discretised program over the scored positions of ``split``."""
     hits = total = 0
+    device = next(model.parameters()).device
     for start in range(0, len(split), batch):
         sl = slice(start, start + batch)
-        pred = model(split.tokens[sl], split.valid[sl], hard=True).argmax(-1)
-        scored = split.targets[sl] != IGNORE
-        hits += int(((pred == split.targets[sl]) & scored).sum())
+        tokens, valid, targets = (
+            t[sl].to(device) for t in (split.tokens, split.valid, split.targets)
+        )
+        pred = model(tokens, valid, hard=True).argmax(-1)
+        scored = targets != IGNORE
+        hits += int(((pred == targets) & scored).sum())
         total += int(scored.sum())
     return hits / max(total, 1)
 
@@ -89,6 +93,7 @@ def fit_program(
     progress: bool = True,
     callback: FitCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    device: str | torch.device = "cpu",
 ) -> FittedProgram:
     """Train a Transformer Program on ``task``.
 
@@ -100,6 +105,9 @@ def fit_program(
         progress: show a tqdm bar.
         callback: called as ``callback(step, total, loss, tau)`` after every step.
         should_stop: polled every step; training ends (keeping the best program) when true.
+        device: where to train (``"cuda"`` for a GPU). The returned model is on the CPU. A
+            seed gives the same program on the same device; the CPU and a GPU draw different
+            Gumbel noise, so a seed's program differs between them.
 
     Returns:
         The best discretised program seen (by validation accuracy) and its metrics.
@@ -118,7 +126,11 @@ def fit_program(
         raise ProgramConfigError(f"config must be a FitConfig, got {type(config).__name__}")
     data = data or make_data(task, config.dataset_size, config.seed)
     vocab = data.vocab
-    with torch.random.fork_rng(devices=[]):
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ProgramConfigError("device='cuda' was asked for, but torch sees no CUDA GPU")
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(config.seed)
         model = ProgramModel(
             config.architecture,
@@ -127,11 +139,16 @@ def fit_program(
             n_out=len(vocab.output_values),
             causal=bool(task.causal),
         )
-        return _train(task, config, data, model, progress, callback, should_stop)
+        fitted = _train(task, config, data, model.to(device), progress, callback, should_stop)
+    fitted.model.cpu()
+    return fitted
 
 
 def _train(task, config, data, model, progress, callback, should_stop) -> FittedProgram:
-    train = data.train
+    device = next(model.parameters()).device
+    train = replace(
+        data.train, **{k: getattr(data.train, k).to(device) for k in ("tokens", "valid", "targets")}
+    )
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     taus = np.geomspace(config.tau_init, config.tau_end, max(total, 2))
@@ -147,7 +164,7 @@ def _train(task, config, data, model, progress, callback, should_stop) -> Fitted
             model.train()
             perm = torch.randperm(len(train), generator=order_rng)
             for b in range(steps_per_epoch):
-                idx = perm[b * config.batch_size : (b + 1) * config.batch_size]
+                idx = perm[b * config.batch_size : (b + 1) * config.batch_size].to(device)
                 tau = float(taus[step])
                 logits = model(train.tokens[idx], train.valid[idx], tau=tau)
                 loss = _loss(logits, train.targets[idx])
@@ -195,5 +212,6 @@ def _train(task, config, data, model, progress, callback, should_stop) -> Fitted
         "n_val": len(data.val),
         "n_test": len(data.test),
         "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
     }
     return FittedProgram(model, data.vocab, task.name, config, metrics, history, data)
