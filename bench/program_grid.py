@@ -60,6 +60,7 @@ def _fit(point: dict) -> dict:
     where = "1 torch thread" if device == "cpu" else f"{torch.cuda.get_device_name()} ({device})"
     deadline = point["deadline"]
     settings = {"batch_size": point["batch_size"]} if point["batch_size"] else {}
+    shared = f", {point['workers']} fits in parallel" if point["workers"] > 1 else ""
     try:
         train_and_save_program(
             point["task"],
@@ -70,7 +71,7 @@ def _fit(point: dict) -> dict:
             seed=point["seed"],
             lr=point["lr"],
             epochs=point["epochs"],
-            machine=f"{_cpu_name()}, {where}, {point['workers']} fits in parallel",
+            machine=f"{_cpu_name()}, {where}{shared}",
             **settings,
         )
     except Exception as error:  # a failed point is reported, the grid goes on
