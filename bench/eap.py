@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name
 from scipy.stats import spearmanr
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -168,9 +169,7 @@ def smollm2(repeats: int) -> dict:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
-    return {"cpu": f"{cpu}, {os.cpu_count()} shared cores (KVM)", "torch_threads": torch.get_num_threads(),
+    return {"cpu": f"{cpu_name()}, {os.cpu_count()} shared cores (KVM)", "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__, "platform": platform.platform(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}  # fmt: skip
 

@@ -24,19 +24,12 @@ import itertools
 import json
 import multiprocessing as mp
 import os
-import platform
 import time
 from pathlib import Path
 
+from machine import cpu_name
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def _cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        return text.split("model name")[1].split(":", 1)[1].split("\n")[0].strip()
-    except (OSError, IndexError):
-        return platform.processor() or platform.machine()
 
 
 def _seeds(text: str) -> list[int]:
@@ -71,17 +64,21 @@ def _fit(point: dict) -> dict:
             seed=point["seed"],
             lr=point["lr"],
             epochs=point["epochs"],
-            machine=f"{_cpu_name()}, {where}{shared}",
+            machine=f"{cpu_name()}, {where}{shared}",
             **settings,
         )
     except Exception as error:  # a failed point is reported, the grid goes on
-        return {**point, "error": f"{type(error).__name__}: {error}"}
+        return {**_row(point), "error": f"{type(error).__name__}: {error}"}
     metrics = json.loads((folder / "config.json").read_text())["metrics"]
     return {
-        **point,
+        **_row(point),
         "seconds": round(time.perf_counter() - start, 1),
         **{k: metrics[k] for k in ("val_acc", "test_acc", "best_epoch", "steps", "interrupted")},
     }
+
+
+def _row(point: dict) -> dict:
+    return {k: v for k, v in point.items() if k != "deadline"}
 
 
 def main() -> None:
@@ -159,7 +156,7 @@ def _result(args: argparse.Namespace, rows: list[dict], start: float) -> dict:
         }
     result = {
         "started": args.started,
-        "machine": _cpu_name(),
+        "machine": cpu_name(),
         "workers": args.workers,
         "grid": {
             "tasks": args.task,

@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from models.compiled import predict_batch
 from models.program_tasks import PROGRAM_TASKS, program_task
@@ -39,14 +39,6 @@ from rasp.programs.decompile import decompile_program
 from rasp.programs.to_rasp import program_to_rasp
 
 RESULTS = Path(__file__).parent / "results" / "programs-cpu-1thread.json"
-
-
-def _cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        return text.split("model name")[1].split(":", 1)[1].split("\n")[0].strip()
-    except (OSError, IndexError):
-        return platform.processor() or platform.machine()
 
 
 def bench_task(name: str) -> dict:
@@ -114,10 +106,10 @@ def main() -> None:
     if args.train:
         for name in args.tasks:
             extra = {} if args.epochs is None else {"epochs": args.epochs}
-            train_and_save_program(name, machine=f"{_cpu_name()}, 1 torch thread", **extra)
+            train_and_save_program(name, machine=f"{cpu_name()}, 1 torch thread", **extra)
     out = {
         "machine": {
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cores_visible": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "torch": torch.__version__,
