@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.hf_fixtures import save_tiny_llama
@@ -219,6 +220,7 @@ def test_programs_page_trains_in_the_background_and_stops_on_request():
     at.button(key="programs.train").click().run()
     assert not at.exception, [e.value for e in at.exception]
     job = at.session_state["programs.jobs"]["hist"]
+    assert job.device == ("cuda" if torch.cuda.is_available() else "cpu")
     time.sleep(2)
     at.run()
     at.button(key="programs.stop").click().run()
@@ -228,6 +230,9 @@ def test_programs_page_trains_in_the_background_and_stops_on_request():
     assert job.result.metrics["interrupted"] and job.result.metrics["steps"] < 500 * 4
     assert any("stopped early" in s.value for s in at.success)
     assert "def run(tokens):" in at.get("code")[0].value
+    # Another task's seed starts at the one its shipped program was fitted with.
+    at.selectbox(key="programs.task").set_value("double_hist").run()
+    assert at.number_input(key="programs.seed.double_hist").value == 2
 
 
 def test_steering_page_changes_task_outputs(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 import streamlit as st
+import torch
 
 from analysis.attention import run_attention
 from analysis.figures import attention_pattern_figure
@@ -45,6 +46,7 @@ class TrainingJob:
     epochs: int
     seed: int
     examples: int = 20_000
+    device: str = "cpu"
     stop: threading.Event = field(default_factory=threading.Event)
     progress: tuple[int, int, float, float] = (0, 1, float("nan"), float("nan"))
     result: FittedProgram | None = None
@@ -64,6 +66,7 @@ class TrainingJob:
                     progress=False,
                     callback=self._update,
                     should_stop=self.stop.is_set,
+                    device=self.device,
                 )
             except BaseException as exc:  # shown on the page, never a traceback
                 self.error = exc
@@ -152,15 +155,20 @@ def _summary(task, program: DiscreteProgram, meta: dict, code: str) -> None:
 
 def _train_panel(name: str):
     jobs: dict[str, TrainingJob] = st.session_state.setdefault(_JOBS_KEY, {})
-    c1, c2, c3, c4 = st.columns(4)
+    gpu = torch.cuda.is_available()
+    c1, c2, c3, *c_device, c4 = st.columns(5 if gpu else 4)
     epochs = int(c1.number_input("Epochs", 1, 500, value=10, key="programs.epochs"))
     examples = int(
         c2.number_input("Examples", 100, 20_000, value=20_000, step=1000, key="programs.examples")
     )
-    seed = int(c3.number_input("Seed", 0, 10_000, value=0, key="programs.seed"))
+    shipped_seed = program_task(name).fit_config().seed
+    seed = int(c3.number_input("Seed", 0, 10_000, value=shipped_seed, key=f"programs.seed.{name}"))
+    device = (
+        c_device[0].selectbox("Device", ["cuda", "cpu"], key="programs.device") if gpu else "cpu"
+    )
     job = jobs.get(name)
     if c4.button("Train", key="programs.train", disabled=bool(job and job.running)):
-        job = jobs[name] = TrainingJob(name, epochs, seed, examples)
+        job = jobs[name] = TrainingJob(name, epochs, seed, examples, device)
         job.start()
     if job is None:
         st.info("Pick the epochs and seed, then Train (the authors use 250 epochs).")
