@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from analysis.errors import OptionError
+from analysis.head_scores import HeadScoreOptions, repeated_random_tokens
 from analysis.protocol import hooked_module
 
 #: Target value of a position that is not supervised (PyTorch's ``ignore_index``).
@@ -259,3 +260,41 @@ def next_token_data(
         targets[i, : len(ids) - 1] = ids[1:]
     lengths = torch.tensor([len(r) for r in rows])
     return from_token_batch(tokens, targets, lengths=lengths, name=name)
+
+
+def induction_data(
+    model: Any,
+    n: int,
+    *,
+    half_length: int | None = None,
+    seed: int = 0,
+    name: str = "repeated random tokens",
+) -> GatingData:
+    """Induction data: rows ``[BOS, x, x]`` of random tokens ``x`` (those of the head scores,
+    ``analysis.head_scores.repeated_random_tokens``), scored only where the next token is
+    predictable by copying: every position of the second ``x`` but its last.
+
+    Args:
+        model: a hooked model (text models draw ids from 100 up, task models any non-BOS id).
+        n: rows.
+        half_length: length of ``x`` (default: as long as the context allows, at most 32).
+        seed: seed of the draw.
+        name: the dataset's name.
+
+    Raises:
+        OptionError: ``n`` < 1, or a ``half_length`` that does not fit the context twice.
+
+    Example:
+        >>> data = induction_data(lm, 8, half_length=12)                 # doctest: +SKIP
+        >>> data.tokens.shape, int(data.loss_mask.sum())                  # doctest: +SKIP
+        (torch.Size([8, 25]), 88)
+    """
+    if n < 1:
+        raise OptionError(f"the row count must be at least 1, got {n}")
+    options = HeadScoreOptions(n_sequences=n, half_length=half_length, seed=seed)
+    tokens, half = repeated_random_tokens(model, options)
+    targets = torch.full_like(tokens, IGNORE)
+    # Position half + i (i >= 1) holds x[i-1] of the second copy; its successor x[i] followed
+    # x[i-1] in the first copy. The first copy's last position cannot know x[0].
+    targets[:, half + 1 : -1] = tokens[:, half + 2 :]
+    return from_token_batch(tokens, targets, name=name)

@@ -35,7 +35,7 @@ from analysis.errors import OptionError
 from analysis.gating_ablation import ablation_check, ranked_ablation, single_head_ablation
 from analysis.gating_cliffs import revert_cliffs
 from analysis.gating_core import evaluate_gates
-from analysis.gating_data import from_token_batch, task_data
+from analysis.gating_data import from_token_batch, induction_data, task_data
 from analysis.head_gating import HeadGatingOptions, fit_head_gates
 from models import load_model
 from models.compiled import load_library_program, wrap_compiled
@@ -215,6 +215,24 @@ def test_bad_input_raises_clear_errors():
     good = from_token_batch(torch.tensor([[0, 1, 2]]), torch.tensor([[-100, 1, 1]]))
     with pytest.raises(OptionError, match="steps"):
         fit_head_gates(lm, good, options=HeadGatingOptions(steps=0))
+
+
+def test_induction_data_scores_what_the_first_copy_predicts():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_ctx=21, d_head=8, n_heads=2,
+                                  d_vocab=300, act_fn="relu")  # fmt: skip
+    data = induction_data(HookedTransformer(cfg), 5, half_length=10, seed=3)
+    t = data.tokens
+    assert t.shape == (5, 21) and (t[:, 1:11] == t[:, 11:]).all() and (t[:, 1:] >= 100).all()
+    rows, pos = torch.nonzero(data.loss_mask, as_tuple=True)
+    assert len(rows) == 5 * 9 and int(pos.min()) == 11 and int(pos.max()) == 19
+    # each scored target is the token that followed the same token in the first copy
+    assert (data.targets[rows, pos] == t[rows, pos - 9]).all()
+    with pytest.raises(OptionError, match=r"half_length 11 must be in 1\.\.10"):
+        induction_data(HookedTransformer(cfg), 5, half_length=11)
+    with pytest.raises(OptionError, match="row count must be at least 1, got 0"):
+        induction_data(HookedTransformer(cfg), 0)
 
 
 def test_ranked_ablation_follows_the_scores():

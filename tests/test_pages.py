@@ -344,5 +344,7 @@ def test_circuits_page_two_prompt_sets_on_a_text_model(llama_spec):
     assert not at.error, [e.value for e in at.error]
     assert len(at.get("plotly_chart")) == 4
     faith = at.dataframe[1].value
-    assert list(faith["on"].str[:2]) == ["A:", "B:", "B:", "A:"]
+    # B defaults to induction data: text vs repeated random tokens is the canonical contrast
+    a, b = "A: corpus", "B: repeated random tokens"
+    assert list(faith["on"]) == [a, b, b, a]
     assert faith["loss_full"].notna().all() and faith["loss_empty"].notna().all()

@@ -23,7 +23,7 @@ from analysis.figures import (
     gating_map_figure,
 )
 from analysis.gating_ablation import AblationCheck, ablation_check
-from analysis.gating_data import GatingData, next_token_data, task_data
+from analysis.gating_data import GatingData, induction_data, next_token_data, task_data
 from analysis.head_gating import HeadGatingOptions, HeadGatingResult, fit_head_gates
 from app.views.inputs import clicked_cell, model_key, open_in_attention
 from models import LoadedModel
@@ -50,6 +50,9 @@ class DatasetChoice:
     lines: tuple[str, ...] = ()
     digest: str = ""
     seed: int = 0
+
+
+CORPUS, REPEATED = "Shipped corpus", "Repeated random tokens"
 
 
 # -- data --------------------------------------------------------------------------------------
@@ -81,6 +84,18 @@ def build_data(model: LoadedModel, choice: DatasetChoice) -> tuple[GatingData, G
             raise OptionError("no inputs: type one input per line (tokens separated by spaces)")
         data = _codec_data(model, seqs, f"{len(seqs)} typed inputs")
         return data, data
+    if choice.source == "repeated":
+        half = (choice.max_len - 1) // 2
+        if choice.n < 1 or half < 1:
+            raise OptionError(
+                f"repeated random tokens need at least 1 row and 3 tokens per row, got "
+                f"{choice.n} rows of {choice.max_len}"
+            )
+        return (
+            induction_data(model, choice.n, half_length=half, seed=0),
+            induction_data(model, max(4, choice.n // 2), half_length=half, seed=1,
+                           name="repeated random tokens, held out"),
+        )  # fmt: skip
     if choice.source == "corpus":
         if choice.n < 1:
             raise OptionError(f"the sample count must be at least 1, got {choice.n}")
@@ -133,17 +148,22 @@ def dataset_input(model: LoadedModel, prefix: str, *, role: str = "fit") -> Data
         return DatasetChoice(
             "samples", n=int(n), lengths=tuple(lengths), seed=int(role == "forget")
         )
-    source = st.radio("Data", ["Shipped corpus", "Typed prompts", "Upload a .txt file"],
-                      index=int(role == "forget"), horizontal=True, key=f"{k}.src")  # fmt: skip
+    source = st.radio("Data", [CORPUS, REPEATED, "Typed prompts", "Upload a .txt file"],
+                      index=int(role == "forget"), horizontal=True, key=f"{k}.src",
+                      help=f"{REPEATED}: rows [BOS, x, x] of random tokens, scored on the second x "
+                      "(what induction heads predict).")  # fmt: skip
     c1, c2 = st.columns(2)
     max_len = int(c2.number_input("Tokens per text", 2, 512, 24, key=f"{k}.maxlen"))
+    if source == REPEATED:
+        n = int(c1.number_input("Rows", 0, 2000, DEFAULTS["text"]["samples"], key=f"{k}.rows"))
+        return DatasetChoice("repeated", n=n, max_len=max_len)
     if source == "Typed prompts":
         text = st.text_area("Prompts, one per line", "The capital of France is Paris.\n"
                             "One, two, three, four, five.", key=f"{k}.prompts")  # fmt: skip
         lines = tuple(line.strip() for line in text.splitlines() if line.strip())
         return DatasetChoice("prompts", max_len=max_len, lines=lines)
     n = int(c1.number_input("Texts", 0, 2000, DEFAULTS["text"]["samples"], key=f"{k}.n"))
-    if source == "Shipped corpus":
+    if source == CORPUS:
         return DatasetChoice("corpus", n=n, max_len=max_len)
     upload = st.file_uploader("Text file (paragraphs or lines)", type=["txt"], key=f"{k}.file")
     if upload is None:
