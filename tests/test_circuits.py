@@ -116,6 +116,24 @@ def test_diff_statuses_overlaps_and_alignment() -> None:
         diff_circuits(a, c, alignment={"L0H0": "L5H5"})
 
 
+def test_graph_labels_every_node_of_a_small_diff_and_only_members_of_a_large_one() -> None:
+    from analysis.figures.circuits import circuit_graph_figure
+
+    def labelled(n_layers: int, n_heads: int) -> tuple[set[str], int]:
+        nodes = [f"L{layer}H{head}" for layer in range(n_layers) for head in range(n_heads)]
+        scores = {n: float(i == 0) for i, n in enumerate(nodes)}
+        a = circuit_from_node_scores("m", n_layers, n_heads, scores, top_k=1)
+        b = circuit_from_node_scores("m", n_layers, n_heads, {**scores, nodes[-1]: 2.0}, top_k=1)
+        fig = circuit_graph_figure(diff_circuits(a, b), n_layers, n_heads)
+        points = next(t for t in fig.data if t.mode == "markers+text")
+        return {t for t in points.text if t}, len(points.hovertext)
+
+    texts, hovers = labelled(2, 2)
+    assert texts == {"L0H0", "L0H1", "L1H0", "L1H1"} and hovers == 4
+    texts, hovers = labelled(30, 9)  # SmolLM2's 270 heads: only the two circuits' nodes
+    assert texts == {"L0H0", "L29H8"} and hovers == 270
+
+
 def test_exact_mean_ablation_finds_reverse_roles_and_ig_ranks_like_it(reverse_model) -> None:
     lm, data = reverse_model
     exact = node_attribution(lm, data, estimate="exact")

@@ -152,12 +152,18 @@ def _position(node: str, n_layers: int, n_heads: int) -> tuple[float, float]:
 
 
 def circuit_graph_figure(
-    diff: CircuitDiff, n_layers: int, n_heads: int, *, max_edges: int = 150
+    diff: CircuitDiff,
+    n_layers: int,
+    n_heads: int,
+    *,
+    max_edges: int = 150,
+    max_labels: int = 48,
 ) -> go.Figure:
     """The two circuits as one graph: node colour = node status, edge colour = edge status
     (added green, removed red, strengthened blue, weakened orange, shared grey), width by the
     larger relative score. Edges in neither circuit are not drawn; at most ``max_edges`` of
-    the largest changes are. Node-level diffs draw the nodes only.
+    the largest changes are. Node-level diffs draw the nodes only. Past ``max_labels`` nodes,
+    only nodes of either circuit are labelled and the others drawn small (all keep hovers).
     """
     fig = go.Figure()
     edges = diff.edge_frame
@@ -178,19 +184,25 @@ def circuit_graph_figure(
                 ))  # fmt: skip
     frame = diff.frame
     nodes = [EMBED, LOGITS] if len(diff.edge_frame) else []
-    xs, ys, colours, labels = [], [], [], []
+    crowded = len(frame) + len(nodes) > max_labels
+    xs, ys, colours, labels, texts, sizes, where = [], [], [], [], [], [], []
     for node in nodes:
         x, y = _position(node, n_layers, n_heads)
         xs.append(x), ys.append(y), colours.append("#000000"), labels.append(node)
+        texts.append(node), sizes.append(16), where.append("top center")
     for r in frame.itertuples():
         x, y = _position(r.node, n_layers, n_heads)
         xs.append(x), ys.append(y)
         colours.append(STATUS_COLOURS[r.status])
         labels.append(f"{r.node}: {r.status}<br>a {r.score_a:.3g} → b {r.score_b:.3g}")
+        quiet = crowded and r.status == "absent"
+        texts.append("" if quiet else r.node), sizes.append(7 if quiet else 16)
+        # MLPs of consecutive layers share a column: labels beside them do not collide
+        where.append("middle left" if r.node.endswith(".mlp") else "top center")
     fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers+text", hoverinfo="text",
-                             hovertext=labels, text=[t.split(":")[0] for t in labels],
-                             textposition="top center", showlegend=False,
-                             marker=dict(size=16, color=colours, line=dict(width=1, color="#333"))))  # fmt: skip
+                             hovertext=labels, text=texts, textposition=where,
+                             showlegend=False,
+                             marker=dict(size=sizes, color=colours, line=dict(width=1, color="#333"))))  # fmt: skip
     for status, colour in STATUS_COLOURS.items():
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=status,
                                  marker=dict(size=10, color=colour)))  # fmt: skip
