@@ -25,6 +25,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 from machine import cpu_name
@@ -41,7 +42,7 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
-def _fit(point: dict) -> dict:
+def _fit(point: dict, deadline: float | None) -> dict:
     import torch
 
     torch.set_num_threads(1)
@@ -51,7 +52,6 @@ def _fit(point: dict) -> dict:
     start = time.perf_counter()
     device = point["device"]
     where = "1 torch thread" if device == "cpu" else f"{torch.cuda.get_device_name()} ({device})"
-    deadline = point["deadline"]
     settings = {"batch_size": point["batch_size"]} if point["batch_size"] else {}
     shared = f", {point['workers']} fits in parallel" if point["workers"] > 1 else ""
     try:
@@ -68,17 +68,13 @@ def _fit(point: dict) -> dict:
             **settings,
         )
     except Exception as error:  # a failed point is reported, the grid goes on
-        return {**_row(point), "error": f"{type(error).__name__}: {error}"}
+        return {**point, "error": f"{type(error).__name__}: {error}"}
     metrics = json.loads((folder / "config.json").read_text())["metrics"]
     return {
-        **_row(point),
+        **point,
         "seconds": round(time.perf_counter() - start, 1),
         **{k: metrics[k] for k in ("val_acc", "test_acc", "best_epoch", "steps", "interrupted")},
     }
-
-
-def _row(point: dict) -> dict:
-    return {k: v for k, v in point.items() if k != "deadline"}
 
 
 def main() -> None:
@@ -117,7 +113,6 @@ def main() -> None:
                     "epochs": n,
                     "batch_size": args.batch_size,
                     "device": args.device,
-                    "deadline": deadline,
                     "workers": args.workers,
                     "folder": str(args.programs / name),
                 }
@@ -127,7 +122,7 @@ def main() -> None:
     start = time.perf_counter()
     rows: list[dict] = []
     with mp.get_context("spawn").Pool(args.workers) as pool:
-        for row in pool.imap_unordered(_fit, points):
+        for row in pool.imap_unordered(partial(_fit, deadline=deadline), points):
             rows.append(row)
             print(json.dumps(row), flush=True)
             result = _result(args, rows, start)

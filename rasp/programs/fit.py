@@ -144,11 +144,16 @@ def fit_program(
     return fitted
 
 
+def _to(split: Split, device: torch.device) -> Split:
+    return replace(
+        split, **{k: getattr(split, k).to(device) for k in ("tokens", "valid", "targets")}
+    )
+
+
 def _train(task, config, data, model, progress, callback, should_stop) -> FittedProgram:
     device = next(model.parameters()).device
-    train = replace(
-        data.train, **{k: getattr(data.train, k).to(device) for k in ("tokens", "valid", "targets")}
-    )
+    # On the model's device once: every step samples train, every epoch scores val.
+    train, val = (_to(split, device) for split in (data.train, data.val))
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = steps_per_epoch * config.epochs
     taus = np.geomspace(config.tau_init, config.tau_end, max(total, 2))
@@ -180,7 +185,7 @@ def _train(task, config, data, model, progress, callback, should_stop) -> Fitted
                     raise KeyboardInterrupt
             if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
                 model.eval()
-                val_acc = program_accuracy(model, data.val)
+                val_acc = program_accuracy(model, val)
                 history.append({"epoch": epoch + 1, "loss": float(np.mean(window)),
                                 "tau": float(taus[step - 1]), "val_acc": val_acc})  # fmt: skip
                 window = []
@@ -195,13 +200,13 @@ def _train(task, config, data, model, progress, callback, should_stop) -> Fitted
     seconds = time.perf_counter() - start
     if best["epoch"] < 0:  # interrupted before the first check: score what there is
         model.eval()
-        best = {"val_acc": program_accuracy(model, data.val), "epoch": 0,
+        best = {"val_acc": program_accuracy(model, val), "epoch": 0,
                 "state": copy.deepcopy(model.state_dict())}  # fmt: skip
     model.load_state_dict(best["state"])
     model.eval()
     metrics: dict[str, Any] = {
-        "train_acc": program_accuracy(model, data.train),
-        "val_acc": program_accuracy(model, data.val),
+        "train_acc": program_accuracy(model, train),
+        "val_acc": program_accuracy(model, val),
         "test_acc": program_accuracy(model, data.test),
         "best_epoch": best["epoch"],
         "steps": step,
